@@ -1,0 +1,456 @@
+//! Where configuration comes from, and the raw → validated conversion.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+use crate::error::ConfigError;
+use crate::interpolate::{interpolate, Context};
+use crate::model::*;
+use crate::raw::{RawConfig, RawFilter, RawUpstream};
+
+/// The configuration used when no file is given and `./switchboard.toml` does
+/// not exist: the bundled demo upstreams, spawned from this very binary.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../examples/default.toml");
+
+/// Which text to load.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Embedded,
+}
+
+impl ConfigSource {
+    /// `--config` if given, else `./switchboard.toml` when it exists, else the
+    /// embedded default.
+    pub fn discover(flag: Option<PathBuf>) -> Self {
+        match flag {
+            Some(p) => ConfigSource::File(p),
+            None if Path::new("switchboard.toml").is_file() => {
+                ConfigSource::File(PathBuf::from("switchboard.toml"))
+            }
+            None => ConfigSource::Embedded,
+        }
+    }
+}
+
+/// Values that replace what the file says (flags and `SWITCHBOARD_*` env).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+}
+
+/// Reads and validates a configuration.
+///
+/// `env` resolves `${env:NAME}`; `self_exe` is what `${self}` becomes.
+pub fn load(
+    source: &ConfigSource,
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+    self_exe: &str,
+) -> Result<Config, ConfigError> {
+    let (text, origin) = match source {
+        ConfigSource::File(path) => (
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?,
+            path.display().to_string(),
+        ),
+        ConfigSource::Embedded => (EMBEDDED_DEFAULT.to_owned(), "<embedded default>".to_owned()),
+    };
+    let ctx = Context { env, self_exe };
+    let mut config = parse_with(&text, &origin, &ctx)?;
+    if let Some(listen) = overrides.listen {
+        config.server.listen = listen;
+    }
+    Ok(config)
+}
+
+/// Validates config text; `${env:}` references read the process environment.
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "switchboard".into());
+    parse_with(
+        text,
+        origin,
+        &Context {
+            env: &env,
+            self_exe: &exe,
+        },
+    )
+}
+
+struct Validator<'a> {
+    origin: &'a str,
+    text: &'a str,
+    ctx: &'a Context<'a>,
+}
+
+impl Validator<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn err(
+        &self,
+        at: Option<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            line: at.map(|o| self.line(o)),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn duration(
+        &self,
+        v: &Option<Spanned<String>>,
+        field: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => humantime::parse_duration(s.get_ref()).map_err(|e| {
+                self.err(
+                    Some(s.span().start),
+                    field,
+                    format!(
+                        "{:?} is not a duration ({e}); write e.g. \"30s\", \"5m\" or \"250ms\"",
+                        s.get_ref()
+                    ),
+                )
+            }),
+        }
+    }
+
+    fn interp(&self, at: usize, field: &str, value: &str) -> Result<String, ConfigError> {
+        interpolate(value, self.ctx).map_err(|m| self.err(Some(at), field, m))
+    }
+}
+
+fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        origin: origin.to_owned(),
+        message: e.to_string(),
+    })?;
+    let v = Validator { origin, text, ctx };
+    let s = raw.server;
+    let listen = match &s.listen {
+        None => defaults::LISTEN.parse().map_err(|_| v.err(None, "server.listen", "bad default"))?,
+        Some(l) => l.get_ref().parse::<SocketAddr>().map_err(|_| {
+            v.err(
+                Some(l.span().start),
+                "server.listen",
+                format!("{:?} is not an address; write IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"", l.get_ref()),
+            )
+        })?,
+    };
+    let separator = match &s.separator {
+        None => defaults::SEPARATOR.to_owned(),
+        Some(sep) => {
+            let ok = !sep.get_ref().is_empty()
+                && sep.get_ref().len() <= 4
+                && sep
+                    .get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !ok {
+                return Err(v.err(
+                    Some(sep.span().start),
+                    "server.separator",
+                    "must be 1 to 4 characters from [A-Za-z0-9_.-], the set every common client accepts in tool names",
+                ));
+            }
+            sep.get_ref().clone()
+        }
+    };
+    let positive = |n: Option<u64>, field: &str, default: usize| -> Result<usize, ConfigError> {
+        match n {
+            None => Ok(default),
+            Some(0) => Err(v.err(None, field, "must be greater than 0")),
+            Some(n) => usize::try_from(n).map_err(|_| v.err(None, field, "is too large")),
+        }
+    };
+    let server = ServerConfig {
+        listen,
+        allowed_origins: s.allowed_origins.unwrap_or_default(),
+        allowed_hosts: s.allowed_hosts.unwrap_or_default(),
+        max_body_bytes: positive(
+            s.max_body_bytes,
+            "server.max_body_bytes",
+            defaults::MAX_BODY_BYTES,
+        )?,
+        max_sessions: positive(
+            s.max_sessions,
+            "server.max_sessions",
+            defaults::MAX_SESSIONS,
+        )?,
+        session_idle_timeout: v.duration(
+            &s.session_idle_timeout,
+            "server.session_idle_timeout",
+            defaults::SESSION_IDLE_TIMEOUT,
+        )?,
+        drain_timeout: v.duration(
+            &s.drain_timeout,
+            "server.drain_timeout",
+            defaults::DRAIN_TIMEOUT,
+        )?,
+        separator,
+    };
+    let mut upstreams = Vec::with_capacity(raw.upstreams.len());
+    for (i, spanned) in raw.upstreams.into_iter().enumerate() {
+        let at = spanned.span().start;
+        let u = spanned.into_inner();
+        if u.enabled == Some(false) {
+            continue;
+        }
+        let upstream = upstream(&v, i, at, u)?;
+        if upstreams
+            .iter()
+            .any(|o: &UpstreamConfig| o.name == upstream.name)
+        {
+            return Err(v.err(
+                Some(at),
+                format!("upstreams[{i}].name"),
+                format!(
+                    "{:?} is used by another upstream; names must be unique",
+                    upstream.name
+                ),
+            ));
+        }
+        upstreams.push(upstream);
+    }
+    Ok(Config {
+        server,
+        upstreams,
+        origin: origin.to_owned(),
+    })
+}
+
+fn upstream(
+    v: &Validator<'_>,
+    i: usize,
+    at: usize,
+    u: RawUpstream,
+) -> Result<UpstreamConfig, ConfigError> {
+    let name = u.name.get_ref().clone();
+    let name_at = u.name.span().start;
+    let field = |f: &str| format!("upstreams[{i}].{f}");
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid_name {
+        return Err(v.err(
+            Some(name_at),
+            field("name"),
+            format!(
+                "{name:?} is not a valid upstream name; use 1 to 64 characters from [a-z0-9_-]"
+            ),
+        ));
+    }
+    let transport = match (&u.command, &u.url) {
+        (Some(_), Some(_)) => return Err(v.err(Some(at), field("command"), format!("upstream {name:?} has both `command` (stdio) and `url` (HTTP); keep one"))),
+        (None, None) => return Err(v.err(Some(at), field("url"), format!("upstream {name:?} needs `command = [\"program\", \"arg\"]` (stdio) or `url = \"http://...\"` (HTTP)"))),
+        (Some(command), None) => {
+            if u.transport.as_ref().is_some_and(|t| t.get_ref() != "stdio") {
+                return Err(v.err(Some(at), field("transport"), "a `command` upstream uses transport \"stdio\"; remove `transport` or use `url`"));
+            }
+            if !u.headers.is_empty() {
+                return Err(v.err(Some(at), field("headers"), "headers apply to HTTP upstreams only; use `env` for a stdio upstream"));
+            }
+            let mut parts = command.iter().map(|c| v.interp(at, &field("command"), c));
+            let program = match parts.next() {
+                Some(p) => p?,
+                None => return Err(v.err(Some(at), field("command"), "is empty; give the program and its arguments, e.g. [\"uvx\", \"mcp-server-time\"]")),
+            };
+            let args = parts.collect::<Result<Vec<_>, _>>()?;
+            let env = u
+                .env
+                .iter()
+                .map(|(k, val)| {
+                    if k.is_empty() || k.contains('=') || k.contains('\0') {
+                        return Err(v.err(Some(at), field("env"), format!("{k:?} is not a valid environment variable name")));
+                    }
+                    Ok((k.clone(), Secret::new(v.interp(at, &field(&format!("env.{k}")), val)?)))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let cwd = u.cwd.as_deref().map(|c| v.interp(at, &field("cwd"), c).map(PathBuf::from)).transpose()?;
+            TransportConfig::Stdio(StdioConfig { program, args, env, cwd })
+        }
+        (None, Some(url)) => {
+            if !u.env.is_empty() || u.cwd.is_some() {
+                return Err(v.err(Some(at), field("env"), "env and cwd apply to stdio upstreams only; use `headers` for an HTTP upstream"));
+            }
+            let url = v.interp(at, &field("url"), url)?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+                return Err(v.err(Some(at), field("url"), format!("{url:?} is not an http:// or https:// URL")));
+            }
+            let headers = u
+                .headers
+                .iter()
+                .map(|(k, val)| {
+                    if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+                        return Err(v.err(Some(at), field("headers"), format!("{k:?} is not a valid HTTP header name")));
+                    }
+                    let val = v.interp(at, &field(&format!("headers.{k}")), val)?;
+                    if val.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                        return Err(v.err(Some(at), field(&format!("headers.{k}")), "header values cannot contain CR, LF or NUL"));
+                    }
+                    Ok((k.clone(), Secret::new(val)))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let http = HttpConfig { url, headers };
+            match u.transport.as_ref().map(|t| (t.get_ref().as_str(), t.span().start)) {
+                None | Some(("streamable_http", _)) => TransportConfig::StreamableHttp(http),
+                Some(("sse", _)) => TransportConfig::Sse(http),
+                Some((other, pos)) => return Err(v.err(Some(pos), field("transport"), format!("{other:?} is not a transport; use \"streamable_http\" (default) or \"sse\""))),
+            }
+        }
+    };
+    let prefix = match u
+        .prefix
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p.span().start))
+    {
+        None | Some(("always", _)) => PrefixPolicy::Always,
+        Some(("conditional", _)) => PrefixPolicy::Conditional,
+        Some(("never", _)) => PrefixPolicy::Never,
+        Some((other, pos)) => return Err(v.err(
+            Some(pos),
+            field("prefix"),
+            format!(
+                "{other:?} is not a prefix policy; use \"always\", \"conditional\" or \"never\""
+            ),
+        )),
+    };
+    let filter = |f: RawFilter, which: &str| {
+        NameFilter::new(f.allow, f.deny)
+            .map_err(|e| v.err(Some(at), field(which), format!("bad glob: {e}")))
+    };
+    let max_response_bytes = match u.max_response_bytes {
+        None => defaults::MAX_RESPONSE_BYTES,
+        Some(n) if n >= 1024 => usize::try_from(n)
+            .map_err(|_| v.err(Some(at), field("max_response_bytes"), "is too large"))?,
+        Some(_) => {
+            return Err(v.err(
+                Some(at),
+                field("max_response_bytes"),
+                "must be at least 1024",
+            ))
+        }
+    };
+    Ok(UpstreamConfig {
+        name,
+        transport,
+        prefix,
+        tools: filter(u.tools, "tools")?,
+        prompts: filter(u.prompts, "prompts")?,
+        resources: filter(u.resources, "resources")?,
+        timeout: v.duration(&u.timeout, &field("timeout"), defaults::TIMEOUT)?,
+        connect_timeout: v.duration(
+            &u.connect_timeout,
+            &field("connect_timeout"),
+            defaults::CONNECT_TIMEOUT,
+        )?,
+        max_response_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Config, ConfigError> {
+        let env = |k: &str| (k == "TOKEN").then(|| "t0k".to_owned());
+        parse_with(
+            text,
+            "test.toml",
+            &Context {
+                env: &env,
+                self_exe: "/usr/bin/switchboard",
+            },
+        )
+    }
+
+    #[test]
+    fn the_issue_example_validates() {
+        let c = check(
+            r#"
+[server]
+listen = "127.0.0.1:8080"
+[[upstreams]]
+name = "time"
+command = ["uvx", "mcp-server-time"]
+env = { TZ = "UTC" }
+[[upstreams]]
+name = "docs"
+url = "http://127.0.0.1:3001/mcp"
+headers = { Authorization = "Bearer ${env:TOKEN}" }
+tools = { allow = ["search*"], deny = ["delete_*"] }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        let TransportConfig::StreamableHttp(h) = &c.upstreams[1].transport else {
+            panic!()
+        };
+        assert_eq!(h.headers[0].1.expose(), "Bearer t0k");
+        assert!(!format!("{c:?}").contains("t0k"), "secrets leak into Debug");
+        assert!(c.upstreams[1].tools.permits("search_x"));
+        assert!(!c.upstreams[1].tools.permits("delete_x"));
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_field() {
+        let cases: &[(&str, &[&str])] = &[
+            ("[server]\nlisten = \"nope\"", &["test.toml:2", "server.listen", "IP:PORT"]),
+            ("[server]\nlistn = \"x\"", &["test.toml", "unknown field", "listn", "listen"]),
+            ("[[upstreams]]\nname = \"Bad Name\"\nurl = \"http://x:1/mcp\"", &["test.toml:2", "upstreams[0].name", "[a-z0-9_-]"]),
+            ("[[upstreams]]\nname = \"a\"", &["upstreams[0].url", "needs `command"]),
+            ("[[upstreams]]\nname = \"a\"\nurl = \"ftp://x\"", &["upstreams[0].url", "not an http"]),
+            ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/mcp\"\ntimeout = \"soon\"", &["test.toml:4", "upstreams[0].timeout", "not a duration"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\n[[upstreams]]\nname = \"a\"\ncommand = [\"y\"]", &["test.toml:4", "upstreams[1].name", "unique"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\", \"${env:MISSING}\"]", &["upstreams[0].command", "MISSING is not set"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = []", &["upstreams[0].command", "is empty"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nprefix = \"sometimes\"", &["test.toml:4", "prefix", "conditional"]),
+            ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/\"\ntransport = \"ws\"", &["upstreams[0].transport", "\"sse\""]),
+            ("[server]\nseparator = \"::\"", &["server.separator", "[A-Za-z0-9_.-]"]),
+            ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/\"\ntools = { allow = [\"[\"] }", &["upstreams[0].tools", "bad glob"]),
+        ];
+        for (text, needles) in cases {
+            let msg = check(text).unwrap_err().to_string();
+            for n in *needles {
+                assert!(msg.contains(n), "{text:?}: {msg:?} should contain {n:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn self_expands_to_the_running_binary_and_disabled_upstreams_vanish() {
+        let c = check("[[upstreams]]\nname = \"a\"\ncommand = [\"${self}\", \"demo\"]\n[[upstreams]]\nname = \"b\"\ncommand = [\"x\"]\nenabled = false").unwrap();
+        assert_eq!(c.upstreams.len(), 1);
+        let TransportConfig::Stdio(s) = &c.upstreams[0].transport else {
+            panic!()
+        };
+        assert_eq!(s.program, "/usr/bin/switchboard");
+    }
+
+    #[test]
+    fn the_embedded_default_is_valid() {
+        let c = check(EMBEDDED_DEFAULT).unwrap();
+        assert!(!c.upstreams.is_empty());
+        assert!(c.server.listen.ip().is_loopback());
+    }
+}

@@ -1,0 +1,197 @@
+//! Validated configuration types.
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Defaults, in one place so the README's config reference can cite them.
+pub mod defaults {
+    use std::time::Duration;
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+    pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+    pub const MAX_SESSIONS: usize = 10_000;
+    pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const SEPARATOR: &str = "__";
+    pub const TIMEOUT: Duration = Duration::from_secs(60);
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Where the configuration came from, for reports and logs.
+    pub origin: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Origins accepted besides loopback ones (exact `scheme://host[:port]`).
+    pub allowed_origins: Vec<String>,
+    /// Host names accepted in `Host` besides loopback names.
+    pub allowed_hosts: Vec<String>,
+    pub max_body_bytes: usize,
+    pub max_sessions: usize,
+    pub session_idle_timeout: Duration,
+    pub drain_timeout: Duration,
+    /// Joins an upstream name and a tool or prompt name.
+    pub separator: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub transport: TransportConfig,
+    pub prefix: PrefixPolicy,
+    pub tools: NameFilter,
+    pub prompts: NameFilter,
+    pub resources: NameFilter,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum TransportConfig {
+    Stdio(StdioConfig),
+    StreamableHttp(HttpConfig),
+    /// The deprecated HTTP+SSE transport of 2024-11-05.
+    Sse(HttpConfig),
+}
+
+impl TransportConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TransportConfig::Stdio(_) => "stdio",
+            TransportConfig::StreamableHttp(_) => "streamable_http",
+            TransportConfig::Sse(_) => "sse",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StdioConfig {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, Secret)>,
+    pub cwd: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub url: String,
+    pub headers: Vec<(String, Secret)>,
+}
+
+/// How an upstream's tool and prompt names are exposed on federated routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefixPolicy {
+    /// Always `<upstream><separator><name>`.
+    Always,
+    /// Prefixed only when another upstream offers the same name.
+    Conditional,
+    /// Never prefixed; on a collision the upstream listed first wins.
+    Never,
+}
+
+/// Allow/deny globs over names. A name passes when it matches an allow glob
+/// (or no allow list is given) and matches no deny glob.
+#[derive(Clone, Default)]
+pub struct NameFilter {
+    allow: Option<GlobSet>,
+    deny: Option<GlobSet>,
+    source: (Option<Vec<String>>, Vec<String>),
+}
+
+impl NameFilter {
+    pub fn new(allow: Option<Vec<String>>, deny: Vec<String>) -> Result<Self, globset::Error> {
+        fn build(globs: &[String]) -> Result<GlobSet, globset::Error> {
+            let mut b = GlobSetBuilder::new();
+            for g in globs {
+                b.add(Glob::new(g)?);
+            }
+            b.build()
+        }
+        Ok(Self {
+            allow: allow.as_deref().map(build).transpose()?,
+            deny: if deny.is_empty() {
+                None
+            } else {
+                Some(build(&deny)?)
+            },
+            source: (allow, deny),
+        })
+    }
+
+    pub fn permits(&self, name: &str) -> bool {
+        self.allow.as_ref().is_none_or(|a| a.is_match(name))
+            && !self.deny.as_ref().is_some_and(|d| d.is_match(name))
+    }
+}
+
+impl fmt::Debug for NameFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NameFilter")
+            .field("allow", &self.source.0)
+            .field("deny", &self.source.1)
+            .finish()
+    }
+}
+
+/// A value that must never appear in logs, errors or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// Returns the value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_allows_matching_and_denies_over_allow() {
+        let f = NameFilter::new(
+            Some(vec!["search*".into(), "get_*".into()]),
+            vec!["get_secret".into()],
+        )
+        .unwrap();
+        assert!(f.permits("search_docs"));
+        assert!(f.permits("get_page"));
+        assert!(!f.permits("get_secret"));
+        assert!(!f.permits("delete_page"));
+        assert!(NameFilter::default().permits("anything"));
+    }
+
+    #[test]
+    fn a_secret_never_shows_in_debug_or_display() {
+        let s = Secret::new("hunter2".into());
+        assert!(!format!("{s:?}{s}").contains("hunter2"));
+    }
+}

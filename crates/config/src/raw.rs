@@ -1,0 +1,60 @@
+//! The file's wire form. Field names here are the documented config keys.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub(crate) server: RawServer,
+    #[serde(default)]
+    pub(crate) upstreams: Vec<Spanned<RawUpstream>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub(crate) listen: Option<Spanned<String>>,
+    pub(crate) allowed_origins: Option<Vec<String>>,
+    pub(crate) allowed_hosts: Option<Vec<String>>,
+    pub(crate) max_body_bytes: Option<u64>,
+    pub(crate) max_sessions: Option<u64>,
+    pub(crate) session_idle_timeout: Option<Spanned<String>>,
+    pub(crate) drain_timeout: Option<Spanned<String>>,
+    pub(crate) separator: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub(crate) name: Spanned<String>,
+    pub(crate) command: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) cwd: Option<String>,
+    pub(crate) url: Option<String>,
+    pub(crate) transport: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) tools: RawFilter,
+    #[serde(default)]
+    pub(crate) prompts: RawFilter,
+    #[serde(default)]
+    pub(crate) resources: RawFilter,
+    pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) connect_timeout: Option<Spanned<String>>,
+    pub(crate) max_response_bytes: Option<u64>,
+    pub(crate) enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFilter {
+    pub(crate) allow: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) deny: Vec<String>,
+}

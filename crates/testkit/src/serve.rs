@@ -1,0 +1,201 @@
+//! Runs a `ServerHandler` over stdio or Streamable HTTP until it is told to stop.
+//!
+//! Both binaries share these rules so that process-level gateway tests can
+//! rely on them:
+//!
+//! * SIGTERM and SIGINT stop the server; open HTTP streams are cancelled so
+//!   the graceful shutdown does not wait for long-lived SSE connections.
+//! * On stdio the server also stops when stdin reaches EOF, which is how a
+//!   supervisor that closes the child's stdin asks it to leave.
+//! * HTTP binds only the loopback address it is given and validates `Host`
+//!   and `Origin` (403 otherwise), which is what the conformance suite's
+//!   `dns-rebinding-protection` scenario checks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ServerHandler, ServiceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::TestkitError;
+
+/// Which transport a test server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportKind {
+    /// Newline-delimited JSON-RPC on stdin/stdout.
+    Stdio,
+    /// Streamable HTTP at `/mcp`.
+    Http,
+}
+
+/// How the Streamable HTTP endpoint behaves.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Loopback address to bind; any other address is refused.
+    pub listen: SocketAddr,
+    /// Serve every request without a session (no `Mcp-Session-Id`).
+    pub stateless: bool,
+    /// Answer plain request/response exchanges with `application/json`
+    /// instead of an SSE stream. rmcp honours this only for stateless
+    /// requests, so it implies `stateless`.
+    pub json_response: bool,
+}
+
+/// Path the Streamable HTTP endpoint is mounted at.
+pub const MCP_PATH: &str = "/mcp";
+
+/// Origins a browser on this machine would send; everything else gets 403.
+const LOOPBACK_ORIGINS: [&str; 3] = ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
+
+/// Serves `handler` on stdin/stdout until stdin closes or a stop signal arrives.
+pub async fn serve_stdio<S>(handler: S) -> Result<(), TestkitError>
+where
+    S: ServerHandler + Send + 'static,
+{
+    let running = handler
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| TestkitError::StdioStart(Box::new(e)))?;
+    let token = running.cancellation_token();
+    let stopper = tokio::spawn(async move {
+        shutdown_signal().await;
+        token.cancel();
+    });
+    let reason = running.waiting().await.map_err(TestkitError::Join)?;
+    stopper.abort();
+    tracing::info!(?reason, "stdio server stopped");
+    Ok(())
+}
+
+/// Serves handlers made by `factory` over Streamable HTTP until a stop signal.
+///
+/// `factory` runs once per session (or per request when stateless), so it
+/// should hand out cheap clones of shared state.
+pub async fn serve_http<S, F>(factory: F, options: HttpOptions) -> Result<(), TestkitError>
+where
+    S: ServerHandler + Send + 'static,
+    F: Fn() -> S + Send + Sync + 'static,
+{
+    if !options.listen.ip().is_loopback() {
+        return Err(TestkitError::NotLoopback(options.listen));
+    }
+    let stop = CancellationToken::new();
+    let stateless = options.stateless || options.json_response;
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(!stateless)
+        .with_json_response(options.json_response)
+        .with_allowed_origins(LOOPBACK_ORIGINS)
+        .with_cancellation_token(stop.child_token());
+    let service = StreamableHttpService::new(
+        move || Ok(factory()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let router = axum::Router::new().nest_service(MCP_PATH, service);
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| TestkitError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(TestkitError::Http)?;
+    tracing::info!(%local, stateless, json_response = options.json_response, "serving streamable http at {MCP_PATH}");
+    let graceful = stop.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Cancelling first ends open SSE streams; otherwise the graceful
+            // shutdown would wait for clients that never hang up.
+            graceful.cancel();
+        })
+        .await
+        .map_err(TestkitError::Http)?;
+    tracing::info!("http server stopped");
+    Ok(())
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot install SIGTERM handler; only SIGINT stops the server");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("stop signal received");
+}
+
+/// How long the runtime waits for stray blocking tasks after the server stops.
+///
+/// tokio reads stdin on a blocking thread that cannot be interrupted; without
+/// a bound, a SIGTERM'd stdio server would hang until its stdin closed.
+pub const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+
+/// Initialises logging to stderr (stdout belongs to the stdio transport).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Builds the runtime, runs `main` on it, and bounds the shutdown.
+///
+/// Returns the process exit code: 0 on a clean stop, 1 after logging the error.
+pub fn run_main<F>(main: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), TestkitError>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start tokio runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(main);
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", error_chain(&error));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Formats an error with all its sources, `outer: inner: innermost`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
