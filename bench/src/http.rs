@@ -33,7 +33,9 @@ pub(crate) struct Endpoint {
 impl Endpoint {
     /// Parses an `http://host:port/path` URL and resolves the host once.
     pub(crate) async fn resolve(url: &str) -> Result<Self> {
-        let uri: Uri = url.parse().with_context(|| format!("invalid url {url:?}"))?;
+        let uri: Uri = url
+            .parse()
+            .with_context(|| format!("invalid url {url:?}"))?;
         if uri.scheme_str() != Some("http") {
             // Loopback benchmarking only: TLS would measure rustls, not the gateway.
             bail!("only http:// urls are supported, got {url:?}");
@@ -42,7 +44,10 @@ impl Endpoint {
             .authority()
             .with_context(|| format!("url {url:?} has no host"))?;
         let port = authority.port_u16().unwrap_or(80);
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let addr = tokio::net::lookup_host((host, port))
             .await
             .with_context(|| format!("cannot resolve {host:?}"))?

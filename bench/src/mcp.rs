@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -97,7 +97,8 @@ struct Envelope<'a> {
 impl Envelope<'_> {
     /// Whether this is the response (not a request or notification) to request `id`.
     fn answers(&self, id: &str) -> bool {
-        self.id.is_some_and(|raw| raw.get() == id) && (self.result.is_some() || self.error.is_some())
+        self.id.is_some_and(|raw| raw.get() == id)
+            && (self.result.is_some() || self.error.is_some())
     }
 }
 
@@ -188,7 +189,6 @@ pub(crate) async fn read_reply(resp: Response<Incoming>, id: &str) -> Result<Rep
 
 /// Reads the rest of a body for a short while; returns whether it ended (connection reusable).
 async fn drain(body: &mut Incoming) -> bool {
-    use hyper::body::Body as _;
     let rest = async {
         while let Some(frame) = body.frame().await {
             if frame.is_err() {
@@ -262,9 +262,8 @@ pub(crate) async fn initialize(conn: &mut Conn, endpoint: &Endpoint) -> Result<S
         *conn = Conn::open(endpoint).await?;
     }
 
-    let notification = Bytes::from_static(
-        br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-    );
+    let notification =
+        Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
     let resp = conn
         .send(session.post(endpoint, notification))
         .await
@@ -272,7 +271,10 @@ pub(crate) async fn initialize(conn: &mut Conn, endpoint: &Endpoint) -> Result<S
     let status = resp.status();
     resp.into_body().collect().await?;
     if !status.is_success() {
-        bail!("notifications/initialized at {} answered {status}", endpoint.url());
+        bail!(
+            "notifications/initialized at {} answered {status}",
+            endpoint.url()
+        );
     }
     Ok(session)
 }

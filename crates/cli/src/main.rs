@@ -1,1 +1,33 @@
-fn main() {}
+//! The `switchboard` binary: parses the command line, sets up logging and
+//! the runtime, and hands over to a command.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+mod cli;
+mod client;
+mod commands;
+mod demo;
+mod logging;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    logging::init(&args.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(args.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

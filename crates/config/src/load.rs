@@ -327,13 +327,15 @@ fn upstream(
         None | Some(("always", _)) => PrefixPolicy::Always,
         Some(("conditional", _)) => PrefixPolicy::Conditional,
         Some(("never", _)) => PrefixPolicy::Never,
-        Some((other, pos)) => return Err(v.err(
-            Some(pos),
-            field("prefix"),
-            format!(
+        Some((other, pos)) => {
+            return Err(v.err(
+                Some(pos),
+                field("prefix"),
+                format!(
                 "{other:?} is not a prefix policy; use \"always\", \"conditional\" or \"never\""
             ),
-        )),
+            ))
+        }
     };
     let filter = |f: RawFilter, which: &str| {
         NameFilter::new(f.allow, f.deny)

@@ -1,1 +1,152 @@
-//! placeholder
+//! The gateway: one MCP endpoint in front of many upstream MCP servers.
+//!
+//! # Layout
+//! - [`state`]: upstream handles, their discovered offers, the published
+//!   catalogs and the tasks that keep them current.
+//! - [`catalog`]: pure federation rules (namespacing, routing indexes).
+//! - [`dispatch`]: what each MCP method means, independent of transport.
+//! - [`http`] (Streamable HTTP, legacy HTTP+SSE, health) and [`stdio`]: the
+//!   transports, which only decode, pick a session and hand over to dispatch.
+//! - [`session`], [`outbound`]: per-client state and the bounded message logs
+//!   that every response stream reads from.
+//!
+//! # Invariants
+//! - This crate never names an upstream transport: it calls
+//!   [`switchboard_upstream::Upstream`].
+//! - Payloads are relayed as raw JSON; only envelopes and the few params the
+//!   gateway routes on (`name`, `uri`, `ref`, `_meta.progressToken`) are read.
+//! - Every per-client structure is bounded: sessions, pending server→client
+//!   requests, stream buffers, retained streams.
+
+mod catalog;
+mod dispatch;
+mod http;
+mod origin;
+mod outbound;
+mod session;
+mod state;
+mod stdio;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_config::Config;
+use tokio::net::TcpListener;
+
+pub use state::UpstreamReport;
+pub use switchboard_upstream::Status as UpstreamStatus;
+
+/// A running gateway.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    shared: Arc<state::Shared>,
+}
+
+impl Gateway {
+    /// Starts the upstreams (in the background) and the catalog tasks.
+    pub fn start(config: Config) -> Self {
+        Self {
+            shared: state::Shared::start(config),
+        }
+    }
+
+    /// The HTTP application, for serving or for in-process tests.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.shared.clone())
+    }
+
+    /// Every upstream's status and offer, in config order.
+    pub fn report(&self) -> Vec<UpstreamReport> {
+        self.shared.report()
+    }
+
+    /// Waits until every upstream has settled (ready or down) and its offer
+    /// has been discovered, or `timeout` passes. Returns whether all are up.
+    pub async fn settle(&self, timeout: Duration) -> bool {
+        let all =
+            futures::future::join_all(self.shared.upstreams.iter().map(|u| u.ready(timeout))).await;
+        // Discovery runs right after readiness; give it the same budget.
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            let discovered = self.shared.upstreams.iter().enumerate().all(|(i, u)| {
+                !matches!(u.status(), UpstreamStatus::Ready(_)) || self.shared.offer_discovered(i)
+            });
+            if discovered {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        all.iter().all(Result::is_ok)
+    }
+
+    /// The federated tool list as clients see it (for `switchboard tools`).
+    pub fn tools(&self) -> serde_json::Value {
+        let c = self.shared.catalog(catalog::RouteId::Federated);
+        serde_json::from_str(c.tools_result.get()).unwrap_or_default()
+    }
+
+    /// Serves HTTP until `signal` resolves, then drains: open streams close,
+    /// in-flight requests get up to `server.drain_timeout`, upstreams stop.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let shared = self.shared.clone();
+        let drain = shared.server.drain_timeout;
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let closing = shared.clone();
+        let server = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
+            signal.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            // Long-lived streams would hold the drain open: end them now.
+            for s in closing.sessions.all() {
+                s.standalone.close();
+            }
+            let _ = drained_tx.send(());
+        });
+        let served = tokio::spawn(async move { server.await });
+        let _ = drained_rx.await;
+        match tokio::time::timeout(drain, served).await {
+            Ok(joined) => joined.map_err(std::io::Error::other)??,
+            Err(_) => {
+                tracing::warn!(timeout = ?drain, "drain timeout passed; closing the remaining requests")
+            }
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Serves one MCP session over the given streams (stdin/stdout) until
+    /// the input ends, then shuts down.
+    pub async fn serve_stdio<R, W>(self, input: R, output: W) -> std::io::Result<()>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let result = stdio::serve(
+            self.shared.clone(),
+            tokio::io::BufReader::new(input),
+            output,
+        )
+        .await;
+        self.shutdown().await;
+        result
+    }
+
+    /// Closes every session and stops every upstream (children included).
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        for s in self.shared.sessions.all() {
+            self.shared.sessions.remove(&s.id);
+        }
+        futures::future::join_all(self.shared.upstreams.iter().map(|u| u.shutdown())).await;
+        self.shared.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some gateway tasks did not stop within 5s");
+        }
+    }
+}

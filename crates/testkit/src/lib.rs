@@ -30,6 +30,7 @@ pub mod error;
 pub mod fake;
 pub mod fixture;
 mod level;
+mod schema;
 pub mod serve;
 
 pub use error::TestkitError;

@@ -35,6 +35,7 @@ pub enum TransportKind {
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     /// Loopback address to bind; any other address is refused.
+    /// Port 0 picks a free port (see [`bind`]).
     pub listen: SocketAddr,
     /// Serve every request without a session (no `Mcp-Session-Id`).
     pub stateless: bool,
@@ -55,13 +56,18 @@ pub async fn serve_stdio<S>(handler: S) -> Result<(), TestkitError>
 where
     S: ServerHandler + Send + 'static,
 {
-    let running = handler
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| TestkitError::StdioStart(Box::new(e)))?;
+    // Registered before the handshake, so a SIGTERM that races it is still
+    // a clean stop rather than the default "killed by signal".
+    let mut shutdown = Box::pin(shutdown_signal());
+    let running = tokio::select! {
+        running = handler.serve(rmcp::transport::stdio()) => {
+            running.map_err(|e| TestkitError::StdioStart(Box::new(e)))?
+        }
+        () = &mut shutdown => return Ok(()),
+    };
     let token = running.cancellation_token();
     let stopper = tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         token.cancel();
     });
     let reason = running.waiting().await.map_err(TestkitError::Join)?;
@@ -79,8 +85,43 @@ where
     S: ServerHandler + Send + 'static,
     F: Fn() -> S + Send + Sync + 'static,
 {
-    if !options.listen.ip().is_loopback() {
-        return Err(TestkitError::NotLoopback(options.listen));
+    let shutdown = shutdown_signal();
+    let listener = bind(options.listen).await?;
+    serve_http_on(listener, factory, &options, shutdown).await
+}
+
+/// Binds `listen`, refusing anything but a loopback address.
+///
+/// Bind port 0 and read `local_addr()` to get a free port in tests.
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, TestkitError> {
+    if !listen.ip().is_loopback() {
+        return Err(TestkitError::NotLoopback(listen));
+    }
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| TestkitError::Bind {
+            addr: listen,
+            source,
+        })
+}
+
+/// Serves Streamable HTTP on an already bound `listener` until `shutdown`
+/// completes; the in-process form of [`serve_http`] for tests.
+///
+/// `options.listen` is ignored; the listener decides the address.
+pub async fn serve_http_on<S, F>(
+    listener: tokio::net::TcpListener,
+    factory: F,
+    options: &HttpOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), TestkitError>
+where
+    S: ServerHandler + Send + 'static,
+    F: Fn() -> S + Send + Sync + 'static,
+{
+    let local = listener.local_addr().map_err(TestkitError::Http)?;
+    if !local.ip().is_loopback() {
+        return Err(TestkitError::NotLoopback(local));
     }
     let stop = CancellationToken::new();
     let stateless = options.stateless || options.json_response;
@@ -95,21 +136,13 @@ where
         config,
     );
     let router = axum::Router::new().nest_service(MCP_PATH, service);
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| TestkitError::Bind {
-            addr: options.listen,
-            source,
-        })?;
-    let local = listener.local_addr().map_err(TestkitError::Http)?;
     tracing::info!(%local, stateless, json_response = options.json_response, "serving streamable http at {MCP_PATH}");
-    let graceful = stop.clone();
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            shutdown.await;
             // Cancelling first ends open SSE streams; otherwise the graceful
             // shutdown would wait for clients that never hang up.
-            graceful.cancel();
+            stop.cancel();
         })
         .await
         .map_err(TestkitError::Http)?;
@@ -117,30 +150,57 @@ where
     Ok(())
 }
 
-/// Completes on the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Returns a future that completes on the first SIGTERM or SIGINT.
+///
+/// The handlers are installed when this is *called*, not when the future is
+/// first polled, so callers create it before anything a signal could race.
+/// Must be called inside a tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
+    let signals = {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot install SIGTERM handler; only SIGINT stops the server");
-                let _ = interrupt.await;
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let (term, interrupt) = signals;
+            tokio::select! {
+                () = recv_or_wait_forever(term, "SIGTERM") => {}
+                () = recv_or_wait_forever(interrupt, "SIGINT") => {}
             }
         }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        tracing::info!("stop signal received");
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+}
+
+/// Waits for one delivery of a signal; never completes if it could not be
+/// installed (stdin EOF or the other signal still stop the server).
+#[cfg(unix)]
+async fn recv_or_wait_forever(
+    signal: std::io::Result<tokio::signal::unix::Signal>,
+    name: &'static str,
+) {
+    match signal {
+        Ok(mut signal) => {
+            if signal.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot install {name} handler");
+            std::future::pending::<()>().await;
+        }
     }
-    tracing::info!("stop signal received");
 }
 
 /// How long the runtime waits for stray blocking tasks after the server stops.

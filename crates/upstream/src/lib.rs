@@ -1,1 +1,356 @@
-//! placeholder
+//! Clients for upstream MCP servers: stdio child processes, Streamable HTTP
+//! and the legacy HTTP+SSE transport.
+//!
+//! The gateway sees one type, [`Upstream`], whatever the transport: a handle
+//! that connects in the background, reconnects after failure, and forwards
+//! raw JSON-RPC requests with [`CallOptions`] saying where related messages
+//! (progress, logs, server→client requests) must go.
+//!
+//! # Layout
+//! - [`Upstream`] (this file): the handle and its public types.
+//! - `supervisor`: the per-upstream task that connects, reports status and
+//!   reconnects with backoff.
+//! - `peer`: the request/response core shared by the two transports whose
+//!   messages all travel on one channel (stdio, legacy SSE): id space, pending
+//!   map, routing of server-initiated messages.
+//! - `route`: answering server→client requests and delivering related
+//!   notifications, for every transport.
+//! - `stdio`, `http` (Streamable HTTP), `legacy` (HTTP+SSE): the transports.
+//! - `line`, `sse`: bounded incremental readers.
+//! - `handshake`: the `initialize` exchange.
+//!
+//! # Invariants
+//! - Payloads stay raw JSON: params go out byte for byte, results come back as
+//!   `Box<RawValue>` without a typed decode.
+//! - Every message read from an upstream is bounded by `max_response_bytes`
+//!   while it is read, never after buffering it whole.
+//! - Every spawned task and child process ends on [`Upstream::shutdown`].
+//! - One upstream's failure is contained in its own handle.
+//! - Nothing an upstream sends can panic this crate, block it forever, or make
+//!   it hold unbounded memory: pending requests, channels and concurrent
+//!   server→client requests are capped and every wait has a timeout.
+
+mod error;
+mod handshake;
+mod http;
+mod legacy;
+mod line;
+mod peer;
+mod route;
+mod sse;
+mod stdio;
+mod supervisor;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use switchboard_config::UpstreamConfig;
+use switchboard_protocol::ErrorObject;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::CallError;
+
+use route::Shared;
+use supervisor::Connection;
+
+/// Most requests one upstream connection may have in flight; past it calls
+/// fail fast with [`CallError::Unavailable`] instead of queueing without bound.
+pub const MAX_PENDING: usize = 10_000;
+
+/// What the handshake told us.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub protocol_version: String,
+    pub capabilities: serde_json::Value,
+    pub server_info: serde_json::Value,
+    pub instructions: Option<String>,
+}
+
+/// Where an upstream's connection stands.
+#[derive(Debug, Clone)]
+pub enum Status {
+    /// Spawning or handshaking.
+    Connecting,
+    Ready(Arc<ServerInfo>),
+    /// The last attempt failed or the connection was lost; a retry follows
+    /// after a backoff.
+    Down {
+        error: String,
+    },
+    /// [`Upstream::shutdown`] ran; no more retries.
+    Stopped,
+}
+
+/// Something an upstream said that is not tied to one forwarded request.
+#[derive(Debug)]
+pub struct UpstreamEvent {
+    pub upstream: Arc<str>,
+    pub kind: EventKind,
+}
+
+#[derive(Debug)]
+pub enum EventKind {
+    /// Connected (also after a reconnect or a transparent re-initialisation:
+    /// the upstream's lists may have changed).
+    Ready(Arc<ServerInfo>),
+    Down(String),
+    /// A notification not related to a forwarded request (`list_changed`,
+    /// `resources/updated`, or a message that could not be attributed).
+    Notification(switchboard_protocol::Notification),
+}
+
+/// The downstream side of one forwarded request; implemented by the gateway.
+#[async_trait::async_trait]
+pub trait RequestContext: Send + Sync + std::fmt::Debug {
+    /// A notification related to the request (progress, log message, ...),
+    /// relayed as is. Called from the upstream's reader: it must not block.
+    fn notify(&self, notification: switchboard_protocol::Notification);
+    /// A server→client request made while serving this request
+    /// (sampling/createMessage, elicitation/create, roots/list). Returns the
+    /// client's raw result or its error. Bounded by the upstream's timeout.
+    async fn request(
+        &self,
+        method: &str,
+        params: Option<Box<RawValue>>,
+    ) -> Result<Box<RawValue>, ErrorObject>;
+}
+
+/// Per-call options.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Where related notifications and server→client requests go; without
+    /// one, server→client requests are refused with `-32601`.
+    pub context: Option<Arc<dyn RequestContext>>,
+    /// Firing it cancels the call (and tells the upstream).
+    pub cancel: CancellationToken,
+    /// Overrides the config timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// A handle on one upstream server. Cheap to clone.
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    config: UpstreamConfig,
+    status: watch::Sender<Status>,
+    /// The live connection, `None` while connecting or down.
+    conn: parking_lot::RwLock<Option<Connection>>,
+    supervisor: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.inner.shared.name)
+            .field("transport", &self.inner.config.transport.kind())
+            .field("status", &*self.inner.status.borrow())
+            .finish()
+    }
+}
+
+/// The `clientInfo.name` sent in `initialize`.
+pub const CLIENT_NAME: &str = "switchboard";
+/// The `clientInfo.version` sent in `initialize`.
+pub const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+impl Upstream {
+    /// Starts connecting in the background and returns at once; status and
+    /// events report progress. Must be called inside a Tokio runtime.
+    pub fn start(config: UpstreamConfig, events: mpsc::Sender<UpstreamEvent>) -> Self {
+        let shared = Arc::new(Shared::new(
+            Arc::from(config.name.as_str()),
+            events,
+            config.timeout,
+            config.max_response_bytes,
+            CancellationToken::new(),
+            TaskTracker::new(),
+        ));
+        let (status, _) = watch::channel(Status::Connecting);
+        let inner = Arc::new(Inner {
+            shared,
+            config,
+            status,
+            conn: parking_lot::RwLock::new(None),
+            supervisor: parking_lot::Mutex::new(None),
+        });
+        let handle = tokio::spawn(supervisor::run(inner.clone()));
+        *inner.supervisor.lock() = Some(handle);
+        Self { inner }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.shared.name
+    }
+
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.inner.config
+    }
+
+    pub fn status(&self) -> Status {
+        self.inner.status.borrow().clone()
+    }
+
+    /// Waits until Ready (or returns the Down error / Unavailable after
+    /// `timeout`).
+    pub async fn ready(&self, timeout: Duration) -> Result<Arc<ServerInfo>, CallError> {
+        let mut rx = self.inner.status.subscribe();
+        let wait = async {
+            loop {
+                match &*rx.borrow_and_update() {
+                    Status::Ready(info) => return Ok(info.clone()),
+                    Status::Down { error } => return Err(self.unavailable(error.clone())),
+                    Status::Stopped => return Err(self.unavailable("stopped".into())),
+                    Status::Connecting => {}
+                }
+                if rx.changed().await.is_err() {
+                    return Err(self.unavailable("stopped".into()));
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.unavailable(format!("not ready after {}ms", timeout.as_millis())))
+            })
+    }
+
+    /// Forwards one request; params are sent byte for byte. While the
+    /// upstream is still Connecting it waits (bounded by connect_timeout)
+    /// instead of failing at once.
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        options: CallOptions,
+    ) -> Result<Box<RawValue>, CallError> {
+        let conn = self.connection(&options.cancel).await?;
+        let timeout = options.timeout.unwrap_or(self.inner.config.timeout);
+        conn.request(method, params, &options, timeout).await
+    }
+
+    /// Sends a notification (e.g. `notifications/roots/list_changed`).
+    pub async fn notify(
+        &self,
+        method: &str,
+        params: Option<Box<RawValue>>,
+    ) -> Result<(), CallError> {
+        let conn = self.connection(&CancellationToken::new()).await?;
+        conn.notify(method, params).await
+    }
+
+    /// Follows `nextCursor` to the end (bounded: at most 1000 pages, and a
+    /// repeated cursor is an error) and returns the concatenated array found
+    /// under `field` of each page (e.g. ("tools/list", "tools")).
+    pub async fn list_all(
+        &self,
+        method: &str,
+        field: &str,
+    ) -> Result<Vec<serde_json::Value>, CallError> {
+        const MAX_PAGES: usize = 1000;
+        let mut items = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let params = cursor
+                .as_ref()
+                .map(|c| switchboard_protocol::to_raw(&serde_json::json!({ "cursor": c })));
+            let raw = self.request(method, params, CallOptions::default()).await?;
+            let mut page: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(raw.get())
+                    .map_err(|e| self.protocol(format!("{method} result is not an object: {e}")))?;
+            match page.remove(field) {
+                Some(serde_json::Value::Array(list)) => items.extend(list),
+                None | Some(serde_json::Value::Null) => {}
+                Some(_) => {
+                    return Err(
+                        self.protocol(format!("{method} result field {field:?} is not an array"))
+                    )
+                }
+            }
+            match page.remove("nextCursor") {
+                Some(serde_json::Value::String(next)) => {
+                    if !seen.insert(next.clone()) {
+                        return Err(self.protocol(format!("{method} repeated cursor {next:?}")));
+                    }
+                    cursor = Some(next);
+                }
+                _ => return Ok(items),
+            }
+        }
+        Err(self.protocol(format!("{method} has more than {MAX_PAGES} pages")))
+    }
+
+    /// Graceful stop: HTTP: DELETE the session; stdio: close stdin, wait
+    /// briefly, SIGTERM the process group, then SIGKILL after a grace period
+    /// (2 s); all tasks end. Idempotent.
+    pub async fn shutdown(&self) {
+        self.inner.shared.shutdown.cancel();
+        let handle = self.inner.supervisor.lock().take();
+        if let Some(handle) = handle {
+            // The supervisor stops the connection; its own waits are bounded,
+            // this one is a backstop.
+            if tokio::time::timeout(Duration::from_secs(10), handle)
+                .await
+                .is_err()
+            {
+                tracing::warn!(upstream = %self.name(), "supervisor did not stop in time");
+            }
+        }
+        self.inner.shared.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.inner.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(upstream = %self.name(), "upstream tasks did not stop in time");
+        }
+        self.inner.status.send_replace(Status::Stopped);
+    }
+
+    /// Returns the live connection, waiting while the upstream is connecting.
+    async fn connection(&self, cancel: &CancellationToken) -> Result<Connection, CallError> {
+        let mut rx = self.inner.status.subscribe();
+        let wait = async {
+            loop {
+                let status = rx.borrow_and_update().clone();
+                match status {
+                    Status::Ready(_) => {
+                        if let Some(conn) = self.inner.conn.read().clone() {
+                            return Ok(conn);
+                        }
+                    }
+                    Status::Down { error } => return Err(self.unavailable(error)),
+                    Status::Stopped => return Err(self.unavailable("stopped".into())),
+                    Status::Connecting => {}
+                }
+                if rx.changed().await.is_err() {
+                    return Err(self.unavailable("stopped".into()));
+                }
+            }
+        };
+        let connect_timeout = self.inner.config.connect_timeout;
+        tokio::select! {
+            r = tokio::time::timeout(connect_timeout, wait) => r.unwrap_or_else(|_| {
+                Err(self.unavailable(format!(
+                    "still connecting after {}ms",
+                    connect_timeout.as_millis()
+                )))
+            }),
+            _ = cancel.cancelled() => Err(CallError::Cancelled { upstream: self.inner.shared.name.clone() }),
+        }
+    }
+
+    fn unavailable(&self, reason: String) -> CallError {
+        self.inner.shared.unavailable(reason)
+    }
+
+    fn protocol(&self, detail: String) -> CallError {
+        self.inner.shared.protocol(detail)
+    }
+}

@@ -1,0 +1,376 @@
+//! Method handling, independent of the transport a message came on.
+//!
+//! Every transport (Streamable HTTP, legacy SSE, stdio) decodes messages and
+//! hands them here with the stream that related messages must go to. This is
+//! the one place that knows what each MCP method means to the gateway.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_protocol::{
+    encode_error, encode_notification, encode_result, params_object, to_raw, version, ErrorObject,
+    Message, Notification, RawValue, Request, ResponsePayload,
+};
+use switchboard_upstream::{CallOptions, RequestContext};
+
+use crate::catalog::RouteId;
+use crate::outbound::Outbound;
+use crate::session::{log_level_index, Init, Session, LOG_LEVELS};
+use crate::state::Shared;
+
+/// Handles one message that is not a request: a client's answer to a
+/// server→client request, or a notification.
+pub(crate) fn handle_other(shared: &Shared, session: &Session, message: Message) {
+    let _ = shared;
+    match message {
+        Message::Response(r) => {
+            let reply = match r.payload {
+                ResponsePayload::Result(v) => Ok(v),
+                ResponsePayload::Error(e) => Err(e),
+            };
+            if !session.answer(&r.id, reply) {
+                tracing::debug!(session = %session.id, id = %r.id, "answer to no pending request");
+            }
+        }
+        Message::Notification(n) => match n.method.as_str() {
+            "notifications/cancelled" => {
+                let id = params_object(n.params.as_deref())
+                    .ok()
+                    .and_then(|p| p.get("requestId").cloned())
+                    .and_then(|v| serde_json::from_value(v).ok());
+                if let Some(id) = id {
+                    session.cancel(&id);
+                }
+            }
+            "notifications/initialized" | "notifications/roots/list_changed" => {}
+            other => {
+                tracing::debug!(session = %session.id, method = other, "ignoring client notification")
+            }
+        },
+        Message::Request(_) => {}
+    }
+}
+
+/// Handles a request and returns the encoded response.
+///
+/// `sink` is where messages related to this request go (progress, logs,
+/// server→client requests): the request's own SSE stream on Streamable HTTP,
+/// the session's stream elsewhere.
+pub(crate) async fn handle_request(
+    shared: &Arc<Shared>,
+    session: &Arc<Session>,
+    request: Request,
+    sink: &Arc<Outbound>,
+) -> Vec<u8> {
+    session.touch();
+    let id = request.id.clone();
+    let cancel = session.begin(&id);
+    let outcome = tokio::select! {
+        r = route(shared, session, request, sink, cancel.clone()) => r,
+        _ = cancel.cancelled() => Err(ErrorObject::new(switchboard_protocol::code::REQUEST_CANCELLED, "request cancelled")),
+    };
+    session.end(&id);
+    match outcome {
+        Ok(result) => encode_result(&id, &result),
+        Err(error) => encode_error(Some(&id), &error),
+    }
+}
+
+type Outcome = Result<Box<RawValue>, ErrorObject>;
+
+async fn route(
+    shared: &Arc<Shared>,
+    session: &Arc<Session>,
+    request: Request,
+    sink: &Arc<Outbound>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Outcome {
+    let catalog = shared.catalog(session.route);
+    match request.method.as_str() {
+        "initialize" => initialize(shared, session, request.params.as_deref()),
+        "ping" => Ok(switchboard_protocol::empty_object()),
+        "tools/list" => list(request.params.as_deref(), &catalog.tools_result),
+        "prompts/list" => list(request.params.as_deref(), &catalog.prompts_result),
+        "resources/list" => list(request.params.as_deref(), &catalog.resources_result),
+        "resources/templates/list" => list(request.params.as_deref(), &catalog.templates_result),
+        "logging/setLevel" => {
+            let p = params_object(request.params.as_deref())?;
+            let level = p.get("level").and_then(Value::as_str).unwrap_or_default();
+            let idx = log_level_index(level).ok_or_else(|| {
+                ErrorObject::invalid_params(format!(
+                    "unknown log level {level:?}; use one of {}",
+                    LOG_LEVELS.join(", ")
+                ))
+            })?;
+            session.set_log_level(idx);
+            Ok(switchboard_protocol::empty_object())
+        }
+        "tools/call" | "prompts/get" => {
+            let is_tool = request.method == "tools/call";
+            let mut p = params_object(request.params.as_deref())?;
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ErrorObject::invalid_params("missing \"name\""))?;
+            let target = if is_tool {
+                catalog.tool(name)
+            } else {
+                catalog.prompt(name)
+            }
+            .ok_or_else(|| {
+                let what = if is_tool { "tool" } else { "prompt" };
+                ErrorObject::invalid_params(format!("unknown {what}: {name}"))
+            })?
+            .clone();
+            p.insert("name".into(), Value::String(target.name.to_string()));
+            forward(
+                shared,
+                session,
+                sink,
+                target.upstream,
+                &request.method,
+                p,
+                cancel,
+            )
+            .await
+        }
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            let p = params_object(request.params.as_deref())?;
+            let uri = p
+                .get("uri")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ErrorObject::invalid_params("missing \"uri\""))?
+                .to_owned();
+            let upstream = catalog.resource(&uri).ok_or_else(|| {
+                ErrorObject::new(
+                    switchboard_protocol::code::RESOURCE_NOT_FOUND,
+                    format!("resource not found: {uri}"),
+                )
+                .with_data(json!({ "uri": uri }))
+            })?;
+            match request.method.as_str() {
+                "resources/read" => {
+                    forward(shared, session, sink, upstream, "resources/read", p, cancel).await
+                }
+                "resources/subscribe" => {
+                    shared
+                        .subscribe(session, upstream, &uri, request.params)
+                        .await
+                }
+                _ => {
+                    shared.unsubscribe(session, upstream, &uri).await;
+                    Ok(switchboard_protocol::empty_object())
+                }
+            }
+        }
+        "completion/complete" => {
+            let mut p = params_object(request.params.as_deref())?;
+            let reference = p
+                .get("ref")
+                .and_then(Value::as_object)
+                .ok_or_else(|| ErrorObject::invalid_params("missing \"ref\""))?;
+            let (upstream, rename) = match reference.get("type").and_then(Value::as_str) {
+                Some("ref/prompt") => {
+                    let name = reference
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let t = catalog.prompt(name).ok_or_else(|| {
+                        ErrorObject::invalid_params(format!("unknown prompt: {name}"))
+                    })?;
+                    (t.upstream, Some(t.name.to_string()))
+                }
+                Some("ref/resource") => {
+                    let uri = reference
+                        .get("uri")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let u = catalog.resource(uri).ok_or_else(|| {
+                        ErrorObject::invalid_params(format!("no upstream serves resource {uri}"))
+                    })?;
+                    (u, None)
+                }
+                other => {
+                    return Err(ErrorObject::invalid_params(format!(
+                        "ref.type must be \"ref/prompt\" or \"ref/resource\", not {other:?}"
+                    )))
+                }
+            };
+            if let (Some(name), Some(Value::Object(r))) = (rename, p.get_mut("ref")) {
+                r.insert("name".into(), Value::String(name));
+            }
+            forward(
+                shared,
+                session,
+                sink,
+                upstream,
+                "completion/complete",
+                p,
+                cancel,
+            )
+            .await
+        }
+        other => Err(ErrorObject::method_not_found(other)),
+    }
+}
+
+/// Serves a list from the catalog snapshot: one page, no cursor.
+fn list(params: Option<&RawValue>, result: &RawValue) -> Outcome {
+    let p = params_object(params)?;
+    if let Some(cursor) = p.get("cursor") {
+        if !cursor.is_null() {
+            return Err(ErrorObject::invalid_params(
+                "invalid cursor: this list has a single page, so no cursor is valid",
+            ));
+        }
+    }
+    Ok(result.to_owned())
+}
+
+fn initialize(shared: &Shared, session: &Session, params: Option<&RawValue>) -> Outcome {
+    let p = params_object(params)?;
+    let requested = p
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ErrorObject::invalid_params("initialize needs \"protocolVersion\""))?;
+    let negotiated = version::negotiate(requested);
+    let client_info = p.get("clientInfo").cloned().unwrap_or_else(|| json!({}));
+    tracing::info!(
+        session = %session.id,
+        client = client_info.get("name").and_then(serde_json::Value::as_str).unwrap_or("unknown"),
+        requested,
+        negotiated,
+        "session initialized"
+    );
+    session.initialize(Init {
+        protocol_version: negotiated,
+        capabilities: p.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        client_info,
+    })?;
+    let instructions = match session.route {
+        RouteId::Server(i) => shared.offer(i).instructions.clone(),
+        RouteId::Federated => None,
+    };
+    let mut result = json!({
+        "protocolVersion": negotiated,
+        "capabilities": {
+            "tools": { "listChanged": true },
+            "prompts": { "listChanged": true },
+            "resources": { "subscribe": true, "listChanged": true },
+            "logging": {},
+            "completions": {},
+        },
+        "serverInfo": { "name": "switchboard", "title": "Switchboard MCP gateway", "version": env!("CARGO_PKG_VERSION") },
+    });
+    if let Some(text) = instructions {
+        result["instructions"] = Value::String(text);
+    }
+    Ok(to_raw(&result))
+}
+
+/// Sends a request to its upstream with a context that relays related
+/// messages back to this request's stream.
+async fn forward(
+    shared: &Arc<Shared>,
+    session: &Arc<Session>,
+    sink: &Arc<Outbound>,
+    upstream: usize,
+    method: &str,
+    mut params: Map<String, Value>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Outcome {
+    let downstream_token = match params.get_mut("_meta").and_then(Value::as_object_mut) {
+        Some(meta) => match meta.get("progressToken").cloned() {
+            Some(token) => {
+                meta.insert("progressToken".into(), Value::from(shared.progress_token()));
+                Some(token)
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let upstream = &shared.upstreams[upstream];
+    let context = Arc::new(Relay {
+        session: session.clone(),
+        sink: sink.clone(),
+        progress_token: downstream_token,
+        timeout: upstream.config().timeout,
+    });
+    let options = CallOptions {
+        context: Some(context),
+        cancel,
+        timeout: None,
+    };
+    upstream
+        .request(method, Some(to_raw(&params)), options)
+        .await
+        .map_err(|e| e.to_error_object())
+}
+
+/// Relays what an upstream says about one forwarded request back to the
+/// client that made it.
+#[derive(Debug)]
+struct Relay {
+    session: Arc<Session>,
+    sink: Arc<Outbound>,
+    /// The client's own progress token; upstream saw a gateway token instead.
+    progress_token: Option<Value>,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl RequestContext for Relay {
+    fn notify(&self, n: Notification) {
+        match n.method.as_str() {
+            "notifications/progress" => {
+                let Some(token) = &self.progress_token else {
+                    return;
+                };
+                let Ok(mut p) = params_object(n.params.as_deref()) else {
+                    return;
+                };
+                p.insert("progressToken".into(), token.clone());
+                self.sink
+                    .push(encode_notification(&n.method, Some(&to_raw(&p))));
+            }
+            "notifications/message" => {
+                let level = params_object(n.params.as_deref())
+                    .ok()
+                    .and_then(|p| p.get("level").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_default();
+                if self.session.wants_log(&level) {
+                    self.sink
+                        .push(encode_notification(&n.method, n.params.as_deref()));
+                }
+            }
+            _ => self.sink.push(Bytes::from(encode_notification(
+                &n.method,
+                n.params.as_deref(),
+            ))),
+        }
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        params: Option<Box<RawValue>>,
+    ) -> Result<Box<RawValue>, ErrorObject> {
+        let capability = match method {
+            "sampling/createMessage" => "sampling",
+            "elicitation/create" => "elicitation",
+            "roots/list" => "roots",
+            "ping" => return Ok(switchboard_protocol::empty_object()),
+            other => return Err(ErrorObject::method_not_found(other)),
+        };
+        if !self.session.has_capability(capability) {
+            return Err(ErrorObject::method_not_found(method).with_data(json!({
+                "reason": format!("the client did not declare the {capability} capability")
+            })));
+        }
+        self.session
+            .ask_client(&self.sink, method, params.as_deref(), self.timeout)
+            .await
+    }
+}

@@ -1,0 +1,757 @@
+//! The HTTP face: Streamable HTTP (`/mcp`, `/servers/<name>/mcp`), the legacy
+//! HTTP+SSE pair (`/sse` + `/messages`), and health endpoints.
+//!
+//! A request's response starts as soon as its first message exists: when that
+//! message is the final response, the client gets plain JSON; when progress,
+//! logs or a server→client request come first, the response becomes an SSE
+//! stream. Clients pay for SSE only when there is something to stream.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request as HttpRequest, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next as MwNext};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::future::join_all;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_protocol::{decode, encode_error, version, Decoded, ErrorObject, Message};
+
+use crate::catalog::RouteId;
+use crate::dispatch;
+use crate::origin;
+use crate::outbound::{event_id, parse_event_id, Next, Outbound};
+use crate::session::{Session, Transport};
+use crate::state::Shared;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const LAST_EVENT_ID: &str = "last-event-id";
+/// Messages one request's stream may hold (progress floods drop the oldest).
+const REQUEST_STREAM_CAPACITY: usize = 256;
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+type App = Arc<Shared>;
+
+pub(crate) fn router(shared: App) -> Router {
+    let mcp = Router::new()
+        .route(
+            "/mcp",
+            post(post_federated)
+                .get(get_federated)
+                .delete(delete_federated),
+        )
+        .route(
+            "/servers/{name}/mcp",
+            post(post_server).get(get_server).delete(delete_server),
+        )
+        .route("/sse", get(sse_federated))
+        .route("/messages", post(messages_federated))
+        .route("/servers/{name}/sse", get(sse_server))
+        .route("/servers/{name}/messages", post(messages_server))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), guard));
+    Router::new()
+        .merge(mcp)
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(ready))
+        .route("/health", get(health))
+        .fallback(|| async {
+            error_response(
+                StatusCode::NOT_FOUND,
+                ErrorObject::invalid_request("no such endpoint; MCP is served at /mcp"),
+            )
+        })
+        .with_state(shared)
+}
+
+// === errors ===
+
+/// A JSON-RPC error as an HTTP response: MCP clients read the body of 4xx
+/// answers as JSON-RPC, so every refusal says what is wrong in that form.
+fn error_response(status: StatusCode, error: ErrorObject) -> Response {
+    json_response(status, encode_error(None, &error))
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+// === guard ===
+
+/// Refuses requests whose `Host` or `Origin` could come from a DNS
+/// rebinding attack (403), before any MCP handling.
+async fn guard(State(shared): State<App>, request: HttpRequest, next: MwNext) -> Response {
+    let headers = request.headers();
+    if let Some(host) = headers.get(header::HOST) {
+        let host = host.to_str().unwrap_or("");
+        if !origin::host_allowed(&shared.server, host) {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                ErrorObject::invalid_request(format!(
+                    "Host {host:?} is not allowed; add it to server.allowed_hosts to serve it"
+                )),
+            );
+        }
+    }
+    if let Some(o) = headers.get(header::ORIGIN) {
+        let o = o.to_str().unwrap_or("");
+        if !origin::origin_allowed(&shared.server, o) {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                ErrorObject::invalid_request(format!(
+                    "Origin {o:?} is not allowed; add it to server.allowed_origins to serve it"
+                )),
+            );
+        }
+    }
+    next.run(request).await
+}
+
+// === routes ===
+
+fn server_route(shared: &Shared, name: &str) -> Result<RouteId, Response> {
+    shared.route_by_name(name).ok_or_else(|| {
+        error_response(
+            StatusCode::NOT_FOUND,
+            ErrorObject::invalid_request(format!("no upstream named {name:?}")),
+        )
+    })
+}
+
+async fn post_federated(State(s): State<App>, headers: HeaderMap, body: Body) -> Response {
+    post_mcp(s, RouteId::Federated, headers, body).await
+}
+async fn get_federated(State(s): State<App>, headers: HeaderMap) -> Response {
+    get_mcp(s, RouteId::Federated, headers)
+}
+async fn delete_federated(State(s): State<App>, headers: HeaderMap) -> Response {
+    delete_mcp(s, RouteId::Federated, headers).await
+}
+async fn post_server(
+    State(s): State<App>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match server_route(&s, &name) {
+        Ok(route) => post_mcp(s, route, headers, body).await,
+        Err(r) => r,
+    }
+}
+async fn get_server(
+    State(s): State<App>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match server_route(&s, &name) {
+        Ok(route) => get_mcp(s, route, headers),
+        Err(r) => r,
+    }
+}
+async fn delete_server(
+    State(s): State<App>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match server_route(&s, &name) {
+        Ok(route) => delete_mcp(s, route, headers).await,
+        Err(r) => r,
+    }
+}
+
+// === Streamable HTTP ===
+
+struct Accepts {
+    json: bool,
+    sse: bool,
+}
+
+fn accepts(headers: &HeaderMap) -> Accepts {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Accepts {
+            json: true,
+            sse: true,
+        };
+    };
+    let any = accept.contains("*/*");
+    Accepts {
+        json: any || accept.contains("application/json") || accept.contains("application/*"),
+        sse: any || accept.contains("text/event-stream") || accept.contains("text/*"),
+    }
+}
+
+fn is_json_content(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Reads a body, refusing it as soon as it passes `limit`.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorObject::invalid_request(format!(
+                "request body exceeds the {limit}-byte limit (server.max_body_bytes)"
+            )),
+        )),
+        Err(e) => Err(error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorObject::invalid_request(format!("could not read the request body: {e}")),
+        )),
+    }
+}
+
+/// Checks `Content-Type` and reads the body; shared by both POST endpoints.
+async fn read_message_body(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Response> {
+    if !is_json_content(headers) {
+        return Err(error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorObject::invalid_request("Content-Type must be application/json"),
+        ));
+    }
+    read_body(body, shared.server.max_body_bytes).await
+}
+
+fn decode_body(bytes: &[u8]) -> Result<Decoded, Response> {
+    decode(bytes).map_err(|e| {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            encode_error(e.id(), &e.to_error_object()),
+        )
+    })
+}
+
+/// Finds the session a request names, with the spec's status codes.
+fn session_for(
+    shared: &Shared,
+    route: RouteId,
+    headers: &HeaderMap,
+) -> Result<Arc<Session>, Response> {
+    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        return Err(error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorObject::invalid_request("missing Mcp-Session-Id header; send initialize first"),
+        ));
+    };
+    match shared.sessions.get(id) {
+        Some(s) if s.route == route && s.transport == Transport::StreamableHttp => Ok(s),
+        _ => Err(error_response(
+            StatusCode::NOT_FOUND,
+            ErrorObject::invalid_request(
+                "session not found: it ended or expired; send initialize to start a new one",
+            ),
+        )),
+    }
+}
+
+fn check_version_header(headers: &HeaderMap) -> Result<(), Response> {
+    match headers.get(VERSION_HEADER) {
+        None => Ok(()),
+        Some(v) => match v.to_str().ok().and_then(version::supported) {
+            Some(_) => Ok(()),
+            None => Err(error_response(
+                StatusCode::BAD_REQUEST,
+                ErrorObject::invalid_request(format!(
+                    "unsupported MCP-Protocol-Version {:?}; supported: {}",
+                    String::from_utf8_lossy(v.as_bytes()),
+                    version::LEGACY_VERSIONS.join(", ")
+                )),
+            )),
+        },
+    }
+}
+
+async fn post_mcp(shared: App, route: RouteId, headers: HeaderMap, body: Body) -> Response {
+    let accept = accepts(&headers);
+    if !accept.json && !accept.sse {
+        return error_response(
+            StatusCode::NOT_ACCEPTABLE,
+            ErrorObject::invalid_request(
+                "Accept must include application/json and text/event-stream",
+            ),
+        );
+    }
+    if let Err(r) = check_version_header(&headers) {
+        return r;
+    }
+    let bytes = match read_message_body(&shared, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let decoded = match decode_body(&bytes) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    if let Decoded::Single(Message::Request(r)) = &decoded {
+        if r.method == "initialize" {
+            let Decoded::Single(Message::Request(r)) = decoded else {
+                unreachable!()
+            };
+            return initialize(shared, route, r).await;
+        }
+    }
+    let session = match session_for(&shared, route, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    session.touch();
+    match decoded {
+        Decoded::Single(Message::Request(r)) => respond(shared, session, r, accept.sse).await,
+        Decoded::Single(other) => {
+            dispatch::handle_other(&shared, &session, other);
+            StatusCode::ACCEPTED.into_response()
+        }
+        Decoded::Batch(items) => {
+            if session.protocol_version() != version::BATCH_VERSION {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    ErrorObject::invalid_request(format!(
+                        "JSON-RPC batches are part of protocol revision {} only; this session negotiated {}",
+                        version::BATCH_VERSION,
+                        session.protocol_version()
+                    )),
+                );
+            }
+            batch(shared, session, items).await
+        }
+    }
+}
+
+async fn initialize(
+    shared: App,
+    route: RouteId,
+    request: switchboard_protocol::Request,
+) -> Response {
+    let session = Arc::new(Session::new(route, Transport::StreamableHttp));
+    let body = dispatch::handle_request(&shared, &session, request, &session.standalone).await;
+    if session.init().is_none() {
+        return json_response(StatusCode::OK, body);
+    }
+    if let Err(e) = shared
+        .sessions
+        .insert(session.clone(), shared.server.max_sessions)
+    {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, e);
+    }
+    let mut response = json_response(StatusCode::OK, body);
+    if let Ok(v) = HeaderValue::from_str(&session.id) {
+        response.headers_mut().insert(SESSION_HEADER, v);
+    }
+    response
+}
+
+/// Runs one request and answers with JSON, or with SSE when related messages
+/// come before the response.
+async fn respond(
+    shared: App,
+    session: Arc<Session>,
+    request: switchboard_protocol::Request,
+    sse: bool,
+) -> Response {
+    let stream = Arc::new(Outbound::new(REQUEST_STREAM_CAPACITY));
+    {
+        let (shared, session, stream) = (shared.clone(), session.clone(), stream.clone());
+        // A task of its own: a legacy client's disconnect is not cancellation,
+        // so the request runs to its end even if nobody reads the answer.
+        shared.tasks.clone().spawn(async move {
+            let body = dispatch::handle_request(&shared, &session, request, &stream).await;
+            stream.finish(body);
+        });
+    }
+    stream.wait_first().await;
+    if let Some(body) = stream.single() {
+        return json_response(StatusCode::OK, body.to_vec());
+    }
+    if !sse {
+        // The client takes JSON only: skip related messages, send the response.
+        let generation = stream.take_over();
+        let mut cursor = 0;
+        let mut last = None;
+        while let Next::Event(e) = stream.next(&mut cursor, generation).await {
+            last = Some(e.data);
+        }
+        return json_response(StatusCode::OK, last.map(|b| b.to_vec()).unwrap_or_default());
+    }
+    session.retain_stream(stream.clone());
+    let generation = stream.take_over();
+    sse_response(stream_body(stream, 0, generation, None, Format::Streamable))
+}
+
+async fn batch(
+    shared: App,
+    session: Arc<Session>,
+    items: Vec<Result<Message, switchboard_protocol::DecodeError>>,
+) -> Response {
+    let mut replies = Vec::new();
+    let mut requests = Vec::new();
+    for item in items {
+        match item {
+            Err(e) => replies.push(encode_error(e.id(), &e.to_error_object())),
+            Ok(Message::Request(r)) => requests.push(r),
+            Ok(other) => dispatch::handle_other(&shared, &session, other),
+        }
+    }
+    let sink = session.standalone.clone();
+    replies.extend(
+        join_all(
+            requests
+                .into_iter()
+                .map(|r| dispatch::handle_request(&shared, &session, r, &sink)),
+        )
+        .await,
+    );
+    if replies.is_empty() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let mut body =
+        Vec::with_capacity(replies.iter().map(Vec::len).sum::<usize>() + replies.len() + 2);
+    body.push(b'[');
+    for (i, r) in replies.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(r);
+    }
+    body.push(b']');
+    json_response(StatusCode::OK, body)
+}
+
+fn get_mcp(shared: App, route: RouteId, headers: HeaderMap) -> Response {
+    if !accepts(&headers).sse {
+        return error_response(
+            StatusCode::NOT_ACCEPTABLE,
+            ErrorObject::invalid_request(
+                "GET opens an SSE stream: Accept must include text/event-stream",
+            ),
+        );
+    }
+    let session = match session_for(&shared, route, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    session.touch();
+    let resume = headers
+        .get(LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_event_id)
+        .and_then(|(stream, seq)| session.stream(stream).map(|s| (s, seq + 1)));
+    let (stream, cursor) = match resume {
+        Some(found) => found,
+        None => {
+            let cursor = session.standalone.undelivered();
+            (session.standalone.clone(), cursor)
+        }
+    };
+    let generation = stream.take_over();
+    let attached = Attached::new(session);
+    sse_response(stream_body(
+        stream,
+        cursor,
+        generation,
+        Some(attached),
+        Format::Streamable,
+    ))
+}
+
+async fn delete_mcp(shared: App, route: RouteId, headers: HeaderMap) -> Response {
+    match session_for(&shared, route, &headers) {
+        Ok(session) => {
+            shared.end_session(&session.id).await;
+            StatusCode::OK.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+// === SSE bodies ===
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// `id:` + `data:` per message (Streamable HTTP).
+    Streamable,
+    /// `event: message` + `data:` per message (the 2024-11-05 transport).
+    Legacy,
+}
+
+/// Marks a session as having a reader, so the idle reaper leaves it alone;
+/// for legacy SSE the stream *is* the session, so it ends with it.
+struct Attached {
+    session: Arc<Session>,
+    end_with: Option<App>,
+}
+
+impl Attached {
+    fn new(session: Arc<Session>) -> Self {
+        session.attached.fetch_add(1, Ordering::Relaxed);
+        Self {
+            session,
+            end_with: None,
+        }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.session.attached.fetch_sub(1, Ordering::Relaxed);
+        self.session.touch();
+        if let Some(shared) = self.end_with.take() {
+            let id = self.session.id.clone();
+            let tasks = shared.tasks.clone();
+            tasks.spawn(async move {
+                shared.end_session(&id).await;
+            });
+        }
+    }
+}
+
+fn sse_response(body: Body) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Writes one SSE frame. JSON never holds a raw newline inside a string, so
+/// newlines (from pretty-printed upstream payloads) become spaces and every
+/// message fits one `data:` line.
+fn frame(format: Format, stream: u64, seq: u64, data: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(data.len() + 40);
+    match format {
+        Format::Streamable => {
+            b.put_slice(b"id: ");
+            b.put_slice(event_id(stream, seq).as_bytes());
+            b.put_slice(b"\n");
+        }
+        Format::Legacy => b.put_slice(b"event: message\n"),
+    }
+    b.put_slice(b"data: ");
+    for &c in data {
+        b.put_u8(if c == b'\n' || c == b'\r' { b' ' } else { c });
+    }
+    b.put_slice(b"\n\n");
+    b.freeze()
+}
+
+fn stream_body(
+    stream: Arc<Outbound>,
+    cursor: u64,
+    generation: u64,
+    attached: Option<Attached>,
+    format: Format,
+) -> Body {
+    let keep_alive = attached.is_some();
+    let state = (stream, cursor, attached);
+    let s = futures::stream::unfold(state, move |(stream, mut cursor, attached)| async move {
+        let next = if keep_alive {
+            match tokio::time::timeout(KEEP_ALIVE, stream.next(&mut cursor, generation)).await {
+                Ok(n) => n,
+                Err(_) => {
+                    return Some((
+                        Ok::<Bytes, std::convert::Infallible>(Bytes::from_static(
+                            b": keep-alive\n\n",
+                        )),
+                        (stream, cursor, attached),
+                    ))
+                }
+            }
+        } else {
+            stream.next(&mut cursor, generation).await
+        };
+        match next {
+            Next::Event(e) => {
+                let f = frame(format, stream.id(), e.seq, &e.data);
+                Some((Ok(f), (stream, cursor, attached)))
+            }
+            Next::End | Next::Superseded => None,
+        }
+    });
+    Body::from_stream(s)
+}
+
+// === legacy HTTP+SSE (2024-11-05) ===
+
+async fn sse_federated(State(s): State<App>) -> Response {
+    sse_connect(s, RouteId::Federated, "/messages".into())
+}
+async fn sse_server(State(s): State<App>, Path(name): Path<String>) -> Response {
+    match server_route(&s, &name) {
+        Ok(route) => sse_connect(s, route, format!("/servers/{name}/messages")),
+        Err(r) => r,
+    }
+}
+
+/// Opens a legacy session: the stream's first event names the POST endpoint.
+fn sse_connect(shared: App, route: RouteId, messages_path: String) -> Response {
+    let session = Arc::new(Session::new(route, Transport::Sse));
+    if let Err(e) = shared
+        .sessions
+        .insert(session.clone(), shared.server.max_sessions)
+    {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, e);
+    }
+    let endpoint = Bytes::from(format!(
+        "event: endpoint\ndata: {messages_path}?sessionId={}\n\n",
+        session.id
+    ));
+    let stream = session.standalone.clone();
+    let generation = stream.take_over();
+    let mut attached = Attached::new(session);
+    attached.end_with = Some(shared);
+    let first =
+        futures::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(endpoint) });
+    let rest =
+        stream_body(stream, 0, generation, Some(attached), Format::Legacy).into_data_stream();
+    use futures::StreamExt;
+    let rest = rest.map(|r| r.map_err(|_| std::io::Error::other("stream error")));
+    let body = Body::from_stream(
+        first
+            .map(|r| r.map_err(|_| std::io::Error::other("stream error")))
+            .chain(rest),
+    );
+    sse_response(body)
+}
+
+#[derive(Deserialize)]
+struct SessionQuery {
+    #[serde(rename = "sessionId")]
+    session_id: Option<String>,
+}
+
+async fn messages_federated(
+    State(s): State<App>,
+    q: Query<SessionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    sse_message(s, RouteId::Federated, q.0, headers, body).await
+}
+async fn messages_server(
+    State(s): State<App>,
+    Path(name): Path<String>,
+    q: Query<SessionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match server_route(&s, &name) {
+        Ok(route) => sse_message(s, route, q.0, headers, body).await,
+        Err(r) => r,
+    }
+}
+
+/// A message from a legacy client: accepted with 202; answers travel on the
+/// session's SSE stream.
+async fn sse_message(
+    shared: App,
+    route: RouteId,
+    q: SessionQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(id) = q.session_id else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorObject::invalid_request("missing sessionId query parameter"),
+        );
+    };
+    let session = match shared.sessions.get(&id) {
+        Some(s) if s.route == route && s.transport == Transport::Sse => s,
+        _ => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                ErrorObject::invalid_request(
+                    "session not found; open a new one with GET on the sse endpoint",
+                ),
+            )
+        }
+    };
+    let bytes = match read_message_body(&shared, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    session.touch();
+    match decode(&bytes) {
+        Err(e) => session
+            .standalone
+            .push(encode_error(e.id(), &e.to_error_object())),
+        Ok(Decoded::Batch(_)) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                ErrorObject::invalid_request(
+                    "JSON-RPC batches are not part of the HTTP+SSE transport",
+                ),
+            )
+        }
+        Ok(Decoded::Single(Message::Request(r))) => {
+            let sink = session.standalone.clone();
+            shared.tasks.clone().spawn(async move {
+                let body = dispatch::handle_request(&shared, &session, r, &sink).await;
+                sink.push(body);
+            });
+        }
+        Ok(Decoded::Single(other)) => dispatch::handle_other(&shared, &session, other),
+    }
+    (StatusCode::ACCEPTED, "Accepted").into_response()
+}
+
+// === health ===
+
+async fn ready(State(shared): State<App>) -> Response {
+    let _ = &shared;
+    (StatusCode::OK, "ready").into_response()
+}
+
+async fn health(State(shared): State<App>) -> Response {
+    let upstreams: Vec<_> = shared
+        .report()
+        .into_iter()
+        .map(|r| {
+            let (status, error) = match r.status {
+                switchboard_upstream::Status::Connecting => ("connecting", None),
+                switchboard_upstream::Status::Ready(_) => ("up", None),
+                switchboard_upstream::Status::Down { error } => ("down", Some(error)),
+                switchboard_upstream::Status::Stopped => ("stopped", None),
+            };
+            json!({
+                "name": r.name,
+                "transport": r.transport,
+                "status": status,
+                "error": error,
+                "tools": r.tools,
+                "prompts": r.prompts,
+                "resources": r.resources,
+            })
+        })
+        .collect();
+    let up = upstreams.iter().filter(|u| u["status"] == "up").count();
+    let status = if up == upstreams.len() {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let body = json!({
+        "status": status,
+        "sessions": shared.sessions.len(),
+        "upstreams": upstreams,
+    });
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+}

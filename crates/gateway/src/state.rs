@@ -1,0 +1,447 @@
+//! The gateway's shared state: upstream handles, their discovered offers,
+//! the published catalogs, and the sessions that must hear about changes.
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_config::{Config, PrefixPolicy, ServerConfig};
+use switchboard_protocol::{encode_notification, to_raw, Notification};
+use switchboard_upstream::{EventKind, Status, Upstream, UpstreamEvent};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::{Catalog, Member, Offer, RouteId};
+use crate::session::{Session, Sessions};
+
+/// One upstream as `check` and `/health` show it.
+#[derive(Debug, Clone)]
+pub struct UpstreamReport {
+    pub name: String,
+    pub transport: &'static str,
+    pub status: Status,
+    pub tools: usize,
+    pub prompts: usize,
+    pub resources: usize,
+}
+
+/// Every route's catalog, replaced whole on any change.
+#[derive(Debug)]
+pub(crate) struct Catalogs {
+    pub(crate) federated: Arc<Catalog>,
+    pub(crate) servers: Vec<Arc<Catalog>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) server: ServerConfig,
+    pub(crate) upstreams: Vec<Upstream>,
+    offers: Mutex<Vec<Arc<Offer>>>,
+    /// Whether each upstream's offer reflects its current connection.
+    discovered: Mutex<Vec<bool>>,
+    catalogs: ArcSwap<Catalogs>,
+    /// One discovery trigger per upstream; a `Notify` holds at most one
+    /// permit, so a burst of `list_changed` costs one re-discovery.
+    rediscover: Vec<Arc<Notify>>,
+    pub(crate) sessions: Sessions,
+    /// Upstream subscriptions shared by sessions: (upstream, uri) → count.
+    subscriptions: Mutex<HashMap<(usize, String), usize>>,
+    next_progress: AtomicI64,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+const EVENT_QUEUE: usize = 1024;
+
+impl Shared {
+    /// Starts every upstream and the tasks that keep the catalog current.
+    pub(crate) fn start(config: Config) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let upstreams: Vec<Upstream> = config
+            .upstreams
+            .into_iter()
+            .map(|u| Upstream::start(u, tx.clone()))
+            .collect();
+        let n = upstreams.len();
+        let shared = Arc::new(Self {
+            server: config.server,
+            offers: Mutex::new(vec![Arc::new(Offer::default()); n]),
+            discovered: Mutex::new(vec![false; n]),
+            catalogs: ArcSwap::from_pointee(Catalogs {
+                federated: Arc::new(Catalog::build(&[], "__")),
+                servers: vec![],
+            }),
+            rediscover: (0..n).map(|_| Arc::new(Notify::new())).collect(),
+            upstreams,
+            sessions: Sessions::default(),
+            subscriptions: Mutex::new(HashMap::new()),
+            next_progress: AtomicI64::new(1),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        shared.publish(&[]);
+        for i in 0..n {
+            shared.tasks.spawn(discovery_loop(shared.clone(), i));
+        }
+        shared.tasks.spawn(event_loop(shared.clone(), rx));
+        shared.tasks.spawn(reaper(shared.clone()));
+        shared
+    }
+
+    pub(crate) fn catalog(&self, route: RouteId) -> Arc<Catalog> {
+        let c = self.catalogs.load();
+        match route {
+            RouteId::Federated => c.federated.clone(),
+            RouteId::Server(i) => c
+                .servers
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| c.federated.clone()),
+        }
+    }
+
+    pub(crate) fn route_by_name(&self, name: &str) -> Option<RouteId> {
+        self.upstreams
+            .iter()
+            .position(|u| u.name() == name)
+            .map(RouteId::Server)
+    }
+
+    pub(crate) fn offer(&self, upstream: usize) -> Arc<Offer> {
+        self.offers
+            .lock()
+            .get(upstream)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn report(&self) -> Vec<UpstreamReport> {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let offer = self.offer(i);
+                UpstreamReport {
+                    name: u.name().to_owned(),
+                    transport: u.config().transport.kind(),
+                    status: u.status(),
+                    tools: offer.tools.len(),
+                    prompts: offer.prompts.len(),
+                    resources: offer.resources.len(),
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn offer_discovered(&self, upstream: usize) -> bool {
+        self.discovered
+            .lock()
+            .get(upstream)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// A token unique in this process, to stand in for a client's progress
+    /// token upstream (clients of a shared upstream may pick the same ones).
+    pub(crate) fn progress_token(&self) -> i64 {
+        self.next_progress.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Rebuilds every catalog and tells sessions whose lists changed.
+    fn publish(&self, changed_upstreams: &[usize]) {
+        let offers = self.offers.lock().clone();
+        let sep = &self.server.separator;
+        let member = |i: usize, prefix: PrefixPolicy| Member {
+            index: i,
+            name: self.upstreams[i].name(),
+            prefix,
+            offer: &offers[i],
+        };
+        let all: Vec<Member<'_>> = (0..offers.len())
+            .map(|i| member(i, self.upstreams[i].config().prefix))
+            .collect();
+        let next = Catalogs {
+            federated: Arc::new(Catalog::build(&all, sep)),
+            servers: (0..offers.len())
+                .map(|i| Arc::new(Catalog::build(&[member(i, PrefixPolicy::Never)], sep)))
+                .collect(),
+        };
+        let prev = self.catalogs.swap(Arc::new(next));
+        if changed_upstreams.is_empty() {
+            return;
+        }
+        let now = self.catalogs.load();
+        let diff = |a: &Catalog, b: &Catalog| -> Vec<&'static str> {
+            let mut kinds = vec![];
+            if a.tools_result.get() != b.tools_result.get() {
+                kinds.push("notifications/tools/list_changed");
+            }
+            if a.prompts_result.get() != b.prompts_result.get() {
+                kinds.push("notifications/prompts/list_changed");
+            }
+            if a.resources_result.get() != b.resources_result.get()
+                || a.templates_result.get() != b.templates_result.get()
+            {
+                kinds.push("notifications/resources/list_changed");
+            }
+            kinds
+        };
+        let mut per_route: HashMap<RouteId, Vec<&'static str>> = HashMap::new();
+        per_route.insert(RouteId::Federated, diff(&prev.federated, &now.federated));
+        for &i in changed_upstreams {
+            if let (Some(a), Some(b)) = (prev.servers.get(i), now.servers.get(i)) {
+                per_route.insert(RouteId::Server(i), diff(a, b));
+            }
+        }
+        for session in self.sessions.all() {
+            if session.init().is_none() {
+                continue;
+            }
+            if let Some(kinds) = per_route.get(&session.route) {
+                for method in kinds {
+                    session.standalone.push(encode_notification(method, None));
+                }
+            }
+        }
+    }
+
+    async fn discover(&self, i: usize) {
+        let upstream = &self.upstreams[i];
+        let status = upstream.status();
+        let ready = matches!(status, Status::Ready(_));
+        let offer = match status {
+            Status::Ready(info) => {
+                let caps = &info.capabilities;
+                let has = |k: &str| caps.get(k).is_some_and(|c| !c.is_null());
+                let list = |method: &'static str, field: &'static str, wanted: bool| async move {
+                    if !wanted {
+                        return vec![];
+                    }
+                    match upstream.list_all(method, field).await {
+                        Ok(items) => items,
+                        Err(e) => {
+                            tracing::warn!(upstream = upstream.name(), method, error = %e, "discovery failed");
+                            vec![]
+                        }
+                    }
+                };
+                let (tools, prompts, resources, templates) = tokio::join!(
+                    list("tools/list", "tools", has("tools")),
+                    list("prompts/list", "prompts", has("prompts")),
+                    list("resources/list", "resources", has("resources")),
+                    list(
+                        "resources/templates/list",
+                        "resourceTemplates",
+                        has("resources")
+                    ),
+                );
+                let mut offer =
+                    Offer::filtered(upstream.config(), tools, prompts, resources, templates);
+                offer.has_resources = has("resources");
+                offer.instructions = info.instructions.clone();
+                tracing::info!(
+                    upstream = upstream.name(),
+                    tools = offer.tools.len(),
+                    prompts = offer.prompts.len(),
+                    resources = offer.resources.len(),
+                    templates = offer.templates.len(),
+                    "discovered upstream offer"
+                );
+                offer
+            }
+            _ => Offer::default(),
+        };
+        if let Some(slot) = self.offers.lock().get_mut(i) {
+            *slot = Arc::new(offer);
+        }
+        if let Some(d) = self.discovered.lock().get_mut(i) {
+            *d = ready;
+        }
+        self.publish(&[i]);
+    }
+
+    fn on_event(&self, event: UpstreamEvent) {
+        let Some(i) = self
+            .upstreams
+            .iter()
+            .position(|u| u.name() == &*event.upstream)
+        else {
+            return;
+        };
+        match event.kind {
+            EventKind::Ready(_) | EventKind::Down(_) => self.rediscover[i].notify_one(),
+            EventKind::Notification(n) => self.on_notification(i, n),
+        }
+    }
+
+    fn on_notification(&self, i: usize, n: Notification) {
+        match n.method.as_str() {
+            "notifications/tools/list_changed"
+            | "notifications/prompts/list_changed"
+            | "notifications/resources/list_changed" => self.rediscover[i].notify_one(),
+            "notifications/resources/updated" => {
+                let params: Value = n
+                    .params
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str(p.get()).ok())
+                    .unwrap_or(Value::Null);
+                let Some(uri) = params.get("uri").and_then(Value::as_str) else {
+                    return;
+                };
+                let bytes = bytes::Bytes::from(encode_notification(&n.method, n.params.as_deref()));
+                for s in self.sessions.all() {
+                    if s.subscriptions.lock().contains(uri) && self.catalog(s.route).includes(i) {
+                        s.standalone.push(bytes.clone());
+                    }
+                }
+            }
+            "notifications/message" => {
+                // Not tied to any request: only clients that asked for logs get it.
+                let level = n
+                    .params
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                    .and_then(|v| v.get("level").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_else(|| "info".into());
+                let bytes = bytes::Bytes::from(encode_notification(&n.method, n.params.as_deref()));
+                for s in self.sessions.all() {
+                    if s.log_opted_in() && s.wants_log(&level) && self.catalog(s.route).includes(i)
+                    {
+                        s.standalone.push(bytes.clone());
+                    }
+                }
+            }
+            other => tracing::debug!(
+                upstream = self.upstreams[i].name(),
+                method = other,
+                "dropping unrelated upstream notification"
+            ),
+        }
+    }
+
+    /// Subscribes `session` to `uri` on `upstream`, subscribing upstream only
+    /// for the first session that asks.
+    pub(crate) async fn subscribe(
+        &self,
+        session: &Session,
+        upstream: usize,
+        uri: &str,
+        params: Option<Box<switchboard_protocol::RawValue>>,
+    ) -> Result<Box<switchboard_protocol::RawValue>, switchboard_protocol::ErrorObject> {
+        if !session.subscriptions.lock().insert(uri.to_owned()) {
+            return Ok(switchboard_protocol::empty_object());
+        }
+        let first = {
+            let mut subs = self.subscriptions.lock();
+            let n = subs.entry((upstream, uri.to_owned())).or_default();
+            *n += 1;
+            *n == 1
+        };
+        if first {
+            if let Err(e) = self.upstreams[upstream]
+                .request("resources/subscribe", params, Default::default())
+                .await
+            {
+                self.release(session, upstream, uri);
+                return Err(e.to_error_object());
+            }
+        }
+        Ok(switchboard_protocol::empty_object())
+    }
+
+    pub(crate) async fn unsubscribe(&self, session: &Session, upstream: usize, uri: &str) {
+        if self.release(session, upstream, uri) {
+            let params = to_raw(&json!({ "uri": uri }));
+            if let Err(e) = self.upstreams[upstream]
+                .request("resources/unsubscribe", Some(params), Default::default())
+                .await
+            {
+                tracing::debug!(upstream = self.upstreams[upstream].name(), error = %e, "upstream unsubscribe failed");
+            }
+        }
+    }
+
+    /// Drops one session's interest; true when it was the last one.
+    fn release(&self, session: &Session, upstream: usize, uri: &str) -> bool {
+        if !session.subscriptions.lock().remove(uri) {
+            return false;
+        }
+        let mut subs = self.subscriptions.lock();
+        let key = (upstream, uri.to_owned());
+        match subs.get_mut(&key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                subs.remove(&key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends a session and releases what it held upstream.
+    pub(crate) async fn end_session(&self, id: &str) -> bool {
+        let Some(session) = self.sessions.remove(id) else {
+            return false;
+        };
+        self.release_all(&session).await;
+        true
+    }
+
+    async fn release_all(&self, session: &Session) {
+        let uris: Vec<String> = session.subscriptions.lock().iter().cloned().collect();
+        let catalog = self.catalog(session.route);
+        for uri in uris {
+            if let Some(u) = catalog.resource(&uri) {
+                self.unsubscribe(session, u, &uri).await;
+            }
+        }
+    }
+}
+
+async fn discovery_loop(shared: Arc<Shared>, i: usize) {
+    let trigger = shared.rediscover[i].clone();
+    loop {
+        tokio::select! {
+            _ = trigger.notified() => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        tokio::select! {
+            _ = shared.discover(i) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn event_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<UpstreamEvent>) {
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => shared.on_event(ev),
+                None => return,
+            },
+            _ = shared.shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn reaper(shared: Arc<Shared>) {
+    let max_idle = shared.server.session_idle_timeout;
+    let period = (max_idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        for s in shared.sessions.reap(max_idle) {
+            tracing::info!(session = %s.id, "closed idle session");
+            shared.release_all(&s).await;
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The request/response core for transports that carry every message on one
+//! channel each way (stdio, legacy HTTP+SSE).
+//!
+//! Such a wire says nothing about which of our requests a server-initiated
+//! message relates to, so it is attributed here: progress by its token, other
+//! related messages and server requests to the most recently sent pending
+//! request that has a context.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use switchboard_protocol::{
+    decode_message, encode_notification, encode_request, to_raw, Message, Notification, RequestId,
+    ResponsePayload,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::route::{progress_token, Shared};
+use crate::{CallError, RequestContext, MAX_PENDING};
+
+/// Capacity of the outgoing queue; senders wait (bounded by their timeout)
+/// when the transport cannot keep up.
+pub(crate) const OUT_QUEUE: usize = 256;
+
+/// How long a notification may wait for room in the outgoing queue.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Reply = oneshot::Sender<Result<Box<RawValue>, CallError>>;
+
+struct Pending {
+    reply: Reply,
+    context: Option<Arc<dyn RequestContext>>,
+    progress_token: Option<serde_json::Value>,
+}
+
+/// One live connection's request state.
+pub(crate) struct Peer {
+    pub(crate) shared: Arc<Shared>,
+    next_id: AtomicI64,
+    /// Keyed by our id, which only grows: the last entry is the most recent.
+    pending: parking_lot::Mutex<BTreeMap<i64, Pending>>,
+    /// Encoded messages for the transport's writer.
+    out: mpsc::Sender<Vec<u8>>,
+    /// Fired once the connection is lost; `close_reason` says why.
+    closed: CancellationToken,
+    close_reason: parking_lot::Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("upstream", &self.shared.name)
+            .field("pending", &self.pending.lock().len())
+            .field("closed", &self.closed.is_cancelled())
+            .finish()
+    }
+}
+
+impl Peer {
+    /// Creates the core and the receiving end the transport's writer drains.
+    pub(crate) fn new(shared: Arc<Shared>) -> (Arc<Self>, mpsc::Receiver<Vec<u8>>) {
+        let (out, rx) = mpsc::channel(OUT_QUEUE);
+        let peer = Arc::new(Self {
+            shared,
+            next_id: AtomicI64::new(1),
+            pending: parking_lot::Mutex::new(BTreeMap::new()),
+            out,
+            closed: CancellationToken::new(),
+            close_reason: parking_lot::Mutex::new(None),
+        });
+        (peer, rx)
+    }
+
+    pub(crate) fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    pub(crate) fn close_reason(&self) -> String {
+        self.close_reason
+            .lock()
+            .clone()
+            .unwrap_or_else(|| "connection closed".into())
+    }
+
+    /// Marks the connection lost and fails every pending request. The first
+    /// reason given wins.
+    pub(crate) fn close(&self, reason: impl Into<String>) {
+        {
+            let mut r = self.close_reason.lock();
+            if r.is_none() {
+                *r = Some(reason.into());
+            }
+        }
+        self.closed.cancel();
+        let reason = self.close_reason();
+        let drained = std::mem::take(&mut *self.pending.lock());
+        for (_, p) in drained {
+            let _ = p.reply.send(Err(self.shared.unavailable(reason.clone())));
+        }
+    }
+
+    /// Sends a request and waits for its response, the cancel token or the
+    /// timeout, whichever comes first.
+    pub(crate) async fn request(
+        self: &Arc<Self>,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        context: Option<Arc<dyn RequestContext>>,
+        cancel: &CancellationToken,
+        timeout: Duration,
+    ) -> Result<Box<RawValue>, CallError> {
+        if self.closed.is_cancelled() {
+            return Err(self.shared.unavailable(self.close_reason()));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        {
+            let mut pending = self.pending.lock();
+            if pending.len() >= MAX_PENDING {
+                return Err(self
+                    .shared
+                    .unavailable(format!("too many requests in flight (limit {MAX_PENDING})")));
+            }
+            pending.insert(
+                id,
+                Pending {
+                    reply,
+                    context,
+                    progress_token: progress_token(params.as_deref(), true),
+                },
+            );
+        }
+        let mut guard = PendingGuard {
+            peer: self,
+            id,
+            reason: "request abandoned by the gateway",
+            // The spec forbids cancelling `initialize`.
+            send_cancel: method != "initialize",
+        };
+        let bytes = encode_request(&RequestId::Number(id), method, params.as_deref());
+        let exchange = async {
+            self.out
+                .send(bytes)
+                .await
+                .map_err(|_| self.shared.unavailable(self.close_reason()))?;
+            rx.await
+                .unwrap_or_else(|_| Err(self.shared.unavailable(self.close_reason())))
+        };
+        tokio::select! {
+            r = exchange => r,
+            _ = cancel.cancelled() => {
+                guard.reason = "cancelled by the client";
+                Err(CallError::Cancelled { upstream: self.shared.name.clone() })
+            }
+            _ = tokio::time::sleep(timeout) => {
+                guard.reason = "timed out";
+                Err(CallError::Timeout { upstream: self.shared.name.clone(), after: timeout })
+            }
+        }
+    }
+
+    /// Sends a notification.
+    pub(crate) async fn notify(
+        &self,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Result<(), CallError> {
+        if self.closed.is_cancelled() {
+            return Err(self.shared.unavailable(self.close_reason()));
+        }
+        let bytes = encode_notification(method, params);
+        match tokio::time::timeout(NOTIFY_TIMEOUT, self.out.send(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.shared.unavailable(self.close_reason())),
+            Err(_) => Err(self.shared.unavailable("outgoing queue full")),
+        }
+    }
+
+    /// Fails one pending request (e.g. its response was too large).
+    pub(crate) fn fail(&self, id: i64, error: CallError) -> bool {
+        match self.pending.lock().remove(&id) {
+            Some(p) => {
+                let _ = p.reply.send(Err(error));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Handles one message read from the upstream.
+    pub(crate) fn handle_message(self: &Arc<Self>, bytes: &[u8]) {
+        let message = match decode_message(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(RequestId::Number(id)) = e.id() {
+                    if self.fail(
+                        *id,
+                        self.shared.protocol(format!("malformed response: {e}")),
+                    ) {
+                        return;
+                    }
+                }
+                tracing::warn!(upstream = %self.shared.name, error = %e, "ignoring malformed message");
+                return;
+            }
+        };
+        match message {
+            Message::Response(response) => {
+                let RequestId::Number(id) = response.id else {
+                    tracing::debug!(upstream = %self.shared.name, "response with a foreign id dropped");
+                    return;
+                };
+                // Late responses (after a timeout or cancel) find nothing and
+                // are dropped silently.
+                let Some(p) = self.pending.lock().remove(&id) else {
+                    return;
+                };
+                let outcome = match response.payload {
+                    ResponsePayload::Result(r) => Ok(r),
+                    ResponsePayload::Error(error) => Err(CallError::Rpc {
+                        upstream: self.shared.name.clone(),
+                        error,
+                    }),
+                };
+                let _ = p.reply.send(outcome);
+            }
+            Message::Request(request) => {
+                let context = self.latest_context();
+                let out = self.out.clone();
+                self.shared
+                    .spawn_answer(context, request, move |bytes| async move {
+                        let _ = tokio::time::timeout(NOTIFY_TIMEOUT, out.send(bytes)).await;
+                    });
+            }
+            Message::Notification(n) => self.route_notification(n),
+        }
+    }
+
+    fn route_notification(&self, n: Notification) {
+        let context = match n.method.as_str() {
+            "notifications/progress" => progress_token(n.params.as_deref(), false)
+                .and_then(|token| self.context_for_token(&token)),
+            "notifications/message" => self.latest_context(),
+            _ => None,
+        };
+        self.shared.deliver(context, n);
+    }
+
+    fn latest_context(&self) -> Option<Arc<dyn RequestContext>> {
+        self.pending
+            .lock()
+            .values()
+            .rev()
+            .find_map(|p| p.context.clone())
+    }
+
+    fn context_for_token(&self, token: &serde_json::Value) -> Option<Arc<dyn RequestContext>> {
+        self.pending
+            .lock()
+            .values()
+            .rev()
+            .find(|p| p.progress_token.as_ref() == Some(token))
+            .and_then(|p| p.context.clone())
+    }
+}
+
+/// Removes a pending entry however the request ends; when it ends without a
+/// response, tells the upstream to stop working on it.
+struct PendingGuard<'a> {
+    peer: &'a Peer,
+    id: i64,
+    reason: &'static str,
+    send_cancel: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.peer.pending.lock().remove(&self.id).is_none() || !self.send_cancel {
+            return;
+        }
+        let params = to_raw(&serde_json::json!({
+            "requestId": self.id,
+            "reason": self.reason,
+        }));
+        // Never waits: if the queue is full the upstream is not reading, and
+        // the cancellation is a courtesy.
+        let _ = self.peer.out.try_send(encode_notification(
+            "notifications/cancelled",
+            Some(&params),
+        ));
+    }
+}

@@ -1,0 +1,206 @@
+//! The per-upstream task: connect, report, wait for loss, back off, retry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use switchboard_config::TransportConfig;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::peer::Peer;
+use crate::{handshake, http, legacy, stdio};
+use crate::{CallError, CallOptions, EventKind, Inner, ServerInfo, Status};
+
+/// First delay before reconnecting.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+/// Longest delay between attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection up this long resets the backoff.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+
+/// How requests reach a live connection.
+#[derive(Debug, Clone)]
+pub(crate) enum Connection {
+    /// stdio and legacy SSE: one message channel each way.
+    Peer(Arc<Peer>),
+    /// Streamable HTTP: one POST per message.
+    Http(Arc<http::HttpSession>),
+}
+
+impl Connection {
+    pub(crate) async fn request(
+        &self,
+        method: &str,
+        params: Option<Box<RawValue>>,
+        options: &CallOptions,
+        timeout: Duration,
+    ) -> Result<Box<RawValue>, CallError> {
+        match self {
+            Connection::Peer(peer) => {
+                peer.request(
+                    method,
+                    params,
+                    options.context.clone(),
+                    &options.cancel,
+                    timeout,
+                )
+                .await
+            }
+            Connection::Http(session) => session.request(method, params, options, timeout).await,
+        }
+    }
+
+    pub(crate) async fn notify(
+        &self,
+        method: &str,
+        params: Option<Box<RawValue>>,
+    ) -> Result<(), CallError> {
+        match self {
+            Connection::Peer(peer) => peer.notify(method, params.as_deref()).await,
+            Connection::Http(session) => session.notify(method, params.as_deref()).await,
+        }
+    }
+}
+
+/// A live connection with whatever keeps it alive.
+enum Link {
+    Stdio(stdio::StdioLink),
+    Http(Arc<http::HttpSession>),
+    Sse(legacy::SseLink),
+}
+
+impl Link {
+    fn connection(&self) -> Connection {
+        match self {
+            Link::Stdio(l) => Connection::Peer(l.peer.clone()),
+            Link::Http(s) => Connection::Http(s.clone()),
+            Link::Sse(l) => Connection::Peer(l.peer.clone()),
+        }
+    }
+
+    /// Waits until the connection is lost; returns why.
+    async fn lost(&mut self) -> String {
+        match self {
+            Link::Stdio(l) => l.lost().await,
+            Link::Http(s) => s.lost().await,
+            Link::Sse(l) => l.lost().await,
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Link::Stdio(l) => l.stop().await,
+            Link::Http(s) => s.stop().await,
+            Link::Sse(l) => l.stop().await,
+        }
+    }
+}
+
+/// Runs until shutdown.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let shutdown = inner.shared.shutdown.clone();
+    let mut backoff = BACKOFF_START;
+    loop {
+        inner.status.send_replace(Status::Connecting);
+        let attempt = tokio::select! {
+            r = connect(&inner) => r,
+            _ = shutdown.cancelled() => break,
+        };
+        let reason = match attempt {
+            Ok((mut link, info)) => {
+                let info = Arc::new(info);
+                *inner.conn.write() = Some(link.connection());
+                inner.status.send_replace(Status::Ready(info.clone()));
+                tracing::info!(upstream = %inner.shared.name, version = %info.protocol_version, "upstream ready");
+                inner.shared.emit_status(EventKind::Ready(info)).await;
+                let up_since = Instant::now();
+                let lost = tokio::select! {
+                    reason = link.lost() => Some(reason),
+                    _ = shutdown.cancelled() => None,
+                };
+                *inner.conn.write() = None;
+                link.stop().await;
+                let Some(reason) = lost else { break };
+                if up_since.elapsed() >= BACKOFF_RESET_AFTER {
+                    backoff = BACKOFF_START;
+                }
+                reason
+            }
+            Err(reason) => reason,
+        };
+        tracing::warn!(upstream = %inner.shared.name, error = %reason, retry_in_ms = backoff.as_millis() as u64, "upstream down");
+        inner.status.send_replace(Status::Down {
+            error: reason.clone(),
+        });
+        inner.shared.emit_status(EventKind::Down(reason)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => break,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+    *inner.conn.write() = None;
+    inner.status.send_replace(Status::Stopped);
+}
+
+/// Connects and handshakes, bounded by `connect_timeout`.
+async fn connect(inner: &Inner) -> Result<(Link, ServerInfo), String> {
+    let shared = &inner.shared;
+    let timeout = inner.config.connect_timeout;
+    let attempt = async {
+        match &inner.config.transport {
+            TransportConfig::Stdio(cfg) => {
+                let link = stdio::spawn(shared, cfg)?;
+                match peer_handshake(&link.peer, timeout).await {
+                    Ok(info) => Ok((Link::Stdio(link), info)),
+                    Err(e) => {
+                        link.stop().await;
+                        Err(e)
+                    }
+                }
+            }
+            TransportConfig::StreamableHttp(cfg) => {
+                let (session, info) = http::connect(shared, cfg, timeout).await?;
+                Ok((Link::Http(session), info))
+            }
+            TransportConfig::Sse(cfg) => {
+                let link = legacy::connect(shared, cfg).await?;
+                match peer_handshake(&link.peer, timeout).await {
+                    Ok(info) => Ok((Link::Sse(link), info)),
+                    Err(e) => {
+                        link.stop().await;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no handshake within the connect timeout of {}ms",
+                timeout.as_millis()
+            ))
+        })
+}
+
+/// `initialize` then `notifications/initialized` over a message channel.
+async fn peer_handshake(peer: &Arc<Peer>, timeout: Duration) -> Result<ServerInfo, String> {
+    let result = peer
+        .request(
+            "initialize",
+            Some(handshake::initialize_params()),
+            None,
+            &CancellationToken::new(),
+            timeout,
+        )
+        .await
+        .map_err(|e| format!("initialize failed: {e}"))?;
+    let info = handshake::parse_result(&result)?;
+    peer.notify("notifications/initialized", None)
+        .await
+        .map_err(|e| format!("initialized notification failed: {e}"))?;
+    Ok(info)
+}

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Switchboard's test command (CI runs it through .ci/run).
+#
+#   ./scripts/test.sh                 everything: deps, fmt, clippy, build, nextest, e2e
+#   ./scripts/test.sh -k interop      extra arguments go to pytest
+#
+# Environment:
+#   CARGO_TARGET_DIR        default ~/.cache/switchboard-target (kept between runs)
+#   SWITCHBOARD_DEPS_DIR    default ~/.cache/switchboard-deps   (see scripts/deps.sh)
+#   SWITCHBOARD_PROFILE     debug (default) or release: which build the e2e tests use
+#   SWITCHBOARD_SKIP        comma list of steps to skip: fmt,clippy,nextest,e2e (local use)
+#
+# Only loopback and the package registries are used. Every process the tests
+# start is recorded and killed on exit, whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchboard-target}"
+export SWITCHBOARD_DEPS_DIR="${SWITCHBOARD_DEPS_DIR:-$HOME/.cache/switchboard-deps}"
+PROFILE="${SWITCHBOARD_PROFILE:-debug}"
+SKIP=",${SWITCHBOARD_SKIP:-},"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+RESULTS="$(dirname "$CARGO_TARGET_DIR")/switchboard-results/latest"
+rm -rf "$RESULTS" && mkdir -p "$RESULTS"
+export SWITCHBOARD_RESULTS_DIR="$RESULTS"
+export E2E_PIDFILE="$RESULTS/e2e.pids"
+: > "$E2E_PIDFILE"
+
+# ---------------------------------------------------------------- cleanup
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  # every process group the e2e tests started (they use their own sessions)
+  if [[ -s "$E2E_PIDFILE" ]]; then
+    while read -r pid; do
+      [[ "$pid" =~ ^[0-9]+$ ]] || continue
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    done < "$E2E_PIDFILE"
+  fi
+  # our own background jobs, if any
+  local jobs_left
+  jobs_left="$(jobs -p)"
+  [[ -n "$jobs_left" ]] && kill $jobs_left 2>/dev/null || true
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- steps
+declare -a STEP_NAMES=() STEP_RESULTS=() STEP_TIMES=()
+FAILED=0
+T_START=$SECONDS
+
+banner() { printf '\n==================== %s ====================\n' "$*"; }
+
+# step NAME CMD...: run, record ok/FAIL and duration; never aborts the script
+step() {
+  local name="$1"; shift
+  if [[ "$SKIP" == *",$name,"* ]]; then
+    STEP_NAMES+=("$name"); STEP_RESULTS+=("skipped (SWITCHBOARD_SKIP)"); STEP_TIMES+=(0)
+    return 0
+  fi
+  banner "$name"
+  local t0=$SECONDS rc=0
+  "$@" </dev/null || rc=$?
+  STEP_NAMES+=("$name"); STEP_TIMES+=($((SECONDS - t0)))
+  if [[ $rc -eq 0 ]]; then
+    STEP_RESULTS+=("ok")
+  else
+    STEP_RESULTS+=("FAIL (exit $rc)"); FAILED=1
+  fi
+  return $rc
+}
+
+not_run() { # NAME REASON
+  STEP_NAMES+=("$1"); STEP_RESULTS+=("not run: $2"); STEP_TIMES+=(0); FAILED=1
+}
+
+run_pytest() {
+  # shellcheck disable=SC1091
+  source "$SWITCHBOARD_DEPS_DIR/env.sh"
+  local bindir="$CARGO_TARGET_DIR/$PROFILE"
+  SWITCHBOARD_BIN="$bindir/switchboard" \
+  FIXTURE_BIN="$bindir/switchboard-fixture" \
+  FAKE_UPSTREAM_BIN="$bindir/switchboard-fake-upstream" \
+    "$E2E_VENV/bin/python" -m pytest tests/e2e -v --durations=15 \
+      --junitxml="$RESULTS/e2e-junit.xml" "$@"
+}
+
+run_nextest() {
+  cargo nextest run --workspace --no-fail-fast --no-tests=warn 2>&1 | tee "$RESULTS/nextest.log"
+}
+
+# "tests: N passed, M failed" over nextest + pytest (what actually ran)
+test_counts() {
+  local np=0 nf=0 pp=0 pf=0 line
+  if [[ -f "$RESULTS/nextest.log" ]]; then
+    line="$(grep -E '^ *Summary .* tests? run:' "$RESULTS/nextest.log" | tail -1 || true)"
+    [[ "$line" =~ ([0-9]+)\ passed ]] && np="${BASH_REMATCH[1]}"
+    [[ "$line" =~ ([0-9]+)\ failed ]] && nf=$((nf + BASH_REMATCH[1]))
+    [[ "$line" =~ ([0-9]+)\ timed\ out ]] && nf=$((nf + BASH_REMATCH[1]))
+  fi
+  if [[ -f "$RESULTS/e2e-junit.xml" ]]; then
+    read -r pp pf < <("$SWITCHBOARD_DEPS_DIR/venv/bin/python" - "$RESULTS/e2e-junit.xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+t = sum(int(s.get("tests", 0)) for s in suites)
+f = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+k = sum(int(s.get("skipped", 0)) for s in suites)
+print(t - f - k, f)
+PY
+    ) || true
+  fi
+  pp=${pp:-0}; pf=${pf:-0}
+  echo "  nextest: ${np} ok / ${nf} not ok; e2e (pytest): ${pp} ok / ${pf} not ok"
+  TESTS_PASSED=$((np + pp)); TESTS_FAILED=$((nf + pf))
+}
+
+build_bins() {
+  if [[ "$PROFILE" == release ]]; then
+    cargo build --workspace --bins --release
+  else
+    cargo build --workspace --bins
+  fi
+}
+
+deps_ok=0; build_ok=0
+step deps ./scripts/deps.sh && deps_ok=1
+step fmt cargo fmt --all -- --check || true
+step clippy cargo clippy --workspace --all-targets -- -D warnings || true
+step build build_bins && build_ok=1
+step nextest run_nextest || true
+if [[ "$SKIP" == *",e2e,"* ]]; then
+  step e2e true
+elif [[ $deps_ok == 1 && $build_ok == 1 ]]; then
+  step e2e run_pytest "$@" || true
+else
+  not_run e2e "needs deps and build"
+fi
+
+# ---------------------------------------------------------------- summary
+banner "summary"
+if [[ -s "$RESULTS/conformance-summary.txt" ]]; then
+  echo "conformance pass counts:"
+  sed 's/^/  /' "$RESULTS/conformance-summary.txt"
+  echo "  (results: $RESULTS/conformance)"
+fi
+for i in "${!STEP_NAMES[@]}"; do
+  printf '  %-8s %-34s %5ss\n' "${STEP_NAMES[$i]}" "${STEP_RESULTS[$i]}" "${STEP_TIMES[$i]}"
+done
+printf '  total    %-34s %5ss\n' "" "$((SECONDS - T_START))"
+TESTS_PASSED=0; TESTS_FAILED=0
+test_counts
+if [[ $FAILED -ne 0 ]]; then
+  echo "test.sh: FAILED"
+else
+  echo "test.sh: all steps ok"
+fi
+echo "tests: ${TESTS_PASSED} passed, ${TESTS_FAILED} failed"
+exit "$FAILED"

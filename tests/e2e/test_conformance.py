@@ -1,0 +1,184 @@
+"""Official MCP conformance suite (@modelcontextprotocol/conformance) runs.
+
+Each (target, suite) pair has a baseline of expected failures in
+tests/conformance/<target>.<suite>.yml; a run passes iff its failures are
+exactly that baseline (the conformance CLI's --expected-failures rule:
+unexpected failures and stale baseline entries both fail).
+
+Targets:
+  fixture-direct          switchboard-fixture over Streamable HTTP, no gateway
+  gateway-fixture-stdio   gateway /mcp, fixture as the only upstream (stdio), prefix = "never"
+  gateway-fixture-http    gateway /mcp, fixture as the only upstream (HTTP), prefix = "never"
+
+Suites:
+  v0116-active            conformance 0.1.16, active suite
+  v0116-pending           conformance 0.1.16, --suite pending
+  v020a12-r20251125       conformance 0.2.0-alpha.12, --requirements 2025-11-25
+
+Results (checks.json per scenario + the CLI's stdout) are kept under
+$SWITCHBOARD_RESULTS_DIR/conformance/<target>.<suite>/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import (
+    Env,
+    record_summary,
+    start_everything_http,
+    start_fixture_http,
+    start_gateway,
+    everything_stdio_command,
+)
+from support import REPO, ProcessManager, run
+
+pytestmark = pytest.mark.conformance
+
+BASELINES = REPO / "tests" / "conformance"
+# Upper bound for one suite run. A healthy run takes seconds; the bound only
+# keeps a hanging server from eating the CI budget (0.1.16 has no --timeout).
+RUN_TIMEOUT = float(os.environ.get("CONFORMANCE_RUN_TIMEOUT", "240"))
+
+SUITES: dict[str, tuple[str, list[str]]] = {
+    "v0116-active": ("0.1.16", []),
+    "v0116-pending": ("0.1.16", ["--suite", "pending"]),
+    "v020a12-r20251125": (
+        "0.2.0-alpha.12",
+        ["--requirements", "2025-11-25", "--timeout", "20000"],
+    ),
+}
+TARGETS = ["fixture-direct", "gateway-fixture-stdio", "gateway-fixture-http"]
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+SCENARIO_LINE = re.compile(r"^\s*([✓✗])\s+(\S+?):\s+(\d+) passed, (\d+) failed\s*$")
+TOTAL_LINE = re.compile(r"^Total:\s+(\d+) passed, (\d+) failed\s*$")
+UNEXPECTED_HDR = re.compile(r"unexpected failures|stale|now pass|not in (your )?(expected-failures )?baseline", re.I)
+
+
+@dataclass
+class SuiteResult:
+    returncode: int
+    scenarios_ok: list[str]
+    scenarios_bad: list[str]
+    checks_ok: int | None
+    checks_bad: int | None
+    log: Path
+    baseline_notes: list[str]
+
+    def counts(self) -> str:
+        n = len(self.scenarios_ok) + len(self.scenarios_bad)
+        checks = (
+            f"checks ok={self.checks_ok} bad={self.checks_bad}"
+            if self.checks_ok is not None
+            else "checks: no Total line"
+        )
+        return f"scenarios ok {len(self.scenarios_ok)}/{n}, {checks}"
+
+
+def parse_output(text: str) -> tuple[list[str], list[str], int | None, int | None, list[str]]:
+    ok: list[str] = []
+    bad: list[str] = []
+    total_ok = total_bad = None
+    notes: list[str] = []
+    in_notes = False
+    for raw in text.splitlines():
+        line = ANSI.sub("", raw).rstrip()
+        if m := SCENARIO_LINE.match(line):
+            (ok if m.group(1) == "✓" else bad).append(m.group(2))
+            continue
+        if m := TOTAL_LINE.match(line):
+            total_ok, total_bad = int(m.group(1)), int(m.group(2))
+            in_notes = True
+            continue
+        if in_notes and line.strip():
+            notes.append(line.strip())
+    return ok, bad, total_ok, total_bad, notes
+
+
+def run_suite(
+    env: Env, version: str, args: list[str], url: str, out_dir: Path, baseline: Path | None
+) -> SuiteResult:
+    js = env.conformance_js(version)
+    assert js.exists(), f"missing {js}: run scripts/deps.sh"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    argv = [env.node, js, "server", "--url", url, "-o", out_dir / "results", *args]
+    if baseline is not None:
+        argv += ["--expected-failures", baseline]
+    cp = run(argv, timeout=RUN_TIMEOUT, cwd=out_dir, env={"NO_COLOR": "1", "FORCE_COLOR": "0"})
+    log = out_dir / "stdout.log"
+    log.write_text(f"$ {' '.join(map(str, argv))}\nexit {cp.returncode}\n{cp.stdout}\n--- stderr ---\n{cp.stderr}")
+    ok, bad, tok, tbad, notes = parse_output(cp.stdout)
+    return SuiteResult(cp.returncode, ok, bad, tok, tbad, log, notes)
+
+
+def target_url(target: str, env: Env, pm: ProcessManager, switchboard: Path, fixture: Path, workdir: Path) -> str:
+    if target == "fixture-direct":
+        return start_fixture_http(pm, fixture)
+    if target == "gateway-fixture-stdio":
+        up = {"name": "fixture", "command": [str(fixture), "--transport", "stdio"], "prefix": "never"}
+    elif target == "gateway-fixture-http":
+        up = {"name": "fixture", "url": start_fixture_http(pm, fixture), "prefix": "never"}
+    else:  # pragma: no cover
+        raise ValueError(target)
+    return start_gateway(pm, switchboard, workdir, [up]).mcp_url
+
+
+def _failure_report(res: SuiteResult, baseline: Path) -> str:
+    return (
+        f"conformance run did not match its baseline {baseline.relative_to(REPO)} "
+        f"(exit {res.returncode}); {res.counts()}\n"
+        f"failing scenarios: {', '.join(res.scenarios_bad) or '-'}\n"
+        + ("\n".join(res.baseline_notes[:60]) + "\n" if res.baseline_notes else "")
+        + f"full output: {res.log}"
+    )
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 120)
+@pytest.mark.parametrize("suite", list(SUITES))
+@pytest.mark.parametrize("target", TARGETS)
+def test_conformance(target, suite, env, procs, request, tmp_path):
+    version, args = SUITES[suite]
+    baseline = BASELINES / f"{target}.{suite}.yml"
+    assert baseline.exists(), f"missing baseline file {baseline}"
+    needs_gateway = target.startswith("gateway")
+    switchboard = request.getfixturevalue("switchboard_bin") if needs_gateway else None
+    fixture = request.getfixturevalue("fixture_bin")
+    url = target_url(target, env, procs, switchboard, fixture, tmp_path)
+    out_dir = env.results / "conformance" / f"{target}.{suite}"
+    res = run_suite(env, version, args, url, out_dir, baseline)
+    record_summary(env, f"conformance {target} {suite} (@{version}): {res.counts()}, exit {res.returncode}")
+    assert res.returncode == 0, _failure_report(res, baseline)
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(2 * RUN_TIMEOUT + 120)
+def test_everything_through_gateway_not_worse(env, procs, switchboard_bin, tmp_path):
+    """server-everything: the 0.1.16 active suite through the gateway passes at
+    least as many scenarios as against server-everything directly."""
+    version, args = SUITES["v0116-active"]
+    port = start_everything_http(procs, env)
+    direct = run_suite(
+        env, version, args, f"http://127.0.0.1:{port}/mcp",
+        env.results / "conformance" / "everything-direct.v0116-active", None,
+    )
+    gw = start_gateway(
+        procs, switchboard_bin, tmp_path,
+        [{"name": "everything", "command": everything_stdio_command(env), "prefix": "never"}],
+    )
+    via = run_suite(
+        env, version, args, gw.mcp_url,
+        env.results / "conformance" / "gateway-everything-stdio.v0116-active", None,
+    )
+    record_summary(env, f"conformance everything-direct v0116-active: {direct.counts()}")
+    record_summary(env, f"conformance gateway-everything-stdio v0116-active: {via.counts()}")
+    assert direct.scenarios_ok, f"harness: no scenario passed against server-everything directly; see {direct.log}"
+    lost = sorted(set(direct.scenarios_ok) - set(via.scenarios_ok))
+    assert len(via.scenarios_ok) >= len(direct.scenarios_ok), (
+        f"through the gateway {len(via.scenarios_ok)} scenarios pass, directly {len(direct.scenarios_ok)}; "
+        f"lost: {lost}; logs: {direct.log}, {via.log}"
+    )
