@@ -238,7 +238,48 @@ def start_gateway(
         what=f"{name} GET /health/live == 200 on port {port}",
         abort=proc.exited_msg,
     )
+    # /health/ready (if the gateway has it: 404 means it does not) turns 200
+    # once the gateway can serve.
+    wait_until(
+        lambda: http_status(f"{gw.base}/health/ready") in (200, 404),
+        timeout=READY_TIMEOUT,
+        what=f"{name} GET /health/ready == 200 on port {port}",
+        abort=proc.exited_msg,
+    )
     return gw
+
+
+def wait_for_tools(url: str, expected: Iterable[str], *, proc: Proc | None = None, timeout: float = 30.0) -> set[str]:
+    """Poll tools/list at ``url`` (a fresh MCP session each time) until every
+    name in ``expected`` is listed: upstreams connect asynchronously, so a
+    just-started gateway may legitimately list only part of its tools."""
+    from mcp_client import http_session, run_async
+
+    want = set(expected)
+    last: dict[str, object] = {"names": set(), "error": None}
+
+    async def list_names() -> set[str]:
+        async with http_session(url) as s:
+            return {t.name for t in (await s.list_tools()).tools}
+
+    def probe() -> bool:
+        try:
+            last["names"] = run_async(list_names, timeout=15)
+            last["error"] = None
+        except Exception as e:  # noqa: BLE001 (reported on timeout)
+            last["error"] = repr(e)
+            return False
+        return want <= last["names"]  # type: ignore[operator]
+
+    try:
+        wait_until(probe, timeout=timeout, what=f"tools {sorted(want)} at {url}", interval=0.2,
+                   abort=proc.exited_msg if proc else None)
+    except TimeoutError as e:
+        missing = sorted(want - last["names"])  # type: ignore[operator]
+        raise AssertionError(
+            f"{e}; missing {missing}; last list {sorted(last['names'])}; last error {last['error']}"  # type: ignore[arg-type]
+        ) from None
+    return last["names"]  # type: ignore[return-value]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import start_fixture_http
+from conftest import start_fixture_http, wait_for_tools
 from mcp_client import run_async, stdio_session, text_of
 from support import describe, free_port, gateway_toml, run
 
@@ -80,7 +80,9 @@ def test_check_bad_field_names_field_and_line(switchboard_bin, fixture_bin, tmp_
 
 @pytest.fixture
 def running_gateway(gateway_factory, fixture_bin):
-    return gateway_factory([fixture_upstream(fixture_bin)])
+    gw = gateway_factory([fixture_upstream(fixture_bin)])
+    wait_for_tools(gw.mcp_url, ["fixture__test_simple_text"], proc=gw.proc)
+    return gw
 
 
 def test_tools_from_config(switchboard_bin, fixture_bin, tmp_path):

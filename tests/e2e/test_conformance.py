@@ -34,6 +34,7 @@ from conftest import (
     start_fixture_http,
     start_gateway,
     everything_stdio_command,
+    wait_for_tools,
 )
 from support import REPO, ProcessManager, run
 
@@ -125,7 +126,10 @@ def target_url(target: str, env: Env, pm: ProcessManager, switchboard: Path, fix
         up = {"name": "fixture", "url": start_fixture_http(pm, fixture), "prefix": "never"}
     else:  # pragma: no cover
         raise ValueError(target)
-    return start_gateway(pm, switchboard, workdir, [up]).mcp_url
+    gw = start_gateway(pm, switchboard, workdir, [up])
+    # the fixture upstream is connected and exposed unprefixed
+    wait_for_tools(gw.mcp_url, ["test_simple_text"], proc=gw.proc)
+    return gw.mcp_url
 
 
 def _failure_report(res: SuiteResult, baseline: Path) -> str:
@@ -170,6 +174,7 @@ def test_everything_through_gateway_not_worse(env, procs, switchboard_bin, tmp_p
         procs, switchboard_bin, tmp_path,
         [{"name": "everything", "command": everything_stdio_command(env), "prefix": "never"}],
     )
+    wait_for_tools(gw.mcp_url, ["echo"], proc=gw.proc)
     via = run_suite(
         env, version, args, gw.mcp_url,
         env.results / "conformance" / "gateway-everything-stdio.v0116-active", None,

@@ -24,6 +24,7 @@ from conftest import (
     start_everything_http,
     start_gateway,
     time_stdio_command,
+    wait_for_tools,
 )
 from mcp_client import http_session, run_async, text_of
 from support import describe, run
@@ -48,7 +49,15 @@ def gw(env, module_procs, remote_port, tmp_path_factory) -> Gateway:
         {"name": "remote", "url": f"http://127.0.0.1:{remote_port}/mcp"},
         {"name": "time", "command": time_stdio_command(env)},
     ]
-    return start_gateway(module_procs, sb, tmp_path_factory.mktemp("interop"), upstreams)
+    gw = start_gateway(module_procs, sb, tmp_path_factory.mktemp("interop"), upstreams)
+    # The stdio upstreams must connect (bounded wait; fails with what is missing).
+    wait_for_tools(gw.mcp_url, ["everything__echo", "time__get_current_time"], proc=gw.proc)
+    # The HTTP upstream too, but if it does not, only the tests that use it fail.
+    try:
+        wait_for_tools(gw.mcp_url, ["remote__echo"], proc=gw.proc)
+    except AssertionError as e:
+        print(f"remote upstream not connected: {e}")
+    return gw
 
 
 # ---------------------------------------------------------------------------
@@ -227,6 +236,7 @@ def test_cancellation_is_forwarded_upstream(env, fake_upstream_bin, gateway_fact
     gw_fake = gateway_factory(
         [{"name": "fake", "command": [str(fake_upstream_bin), "--transport", "stdio"]}], name="gateway-fake"
     )
+    wait_for_tools(gw_fake.mcp_url, ["fake__slow", "fake__cancelled_count"], proc=gw_fake.proc)
 
     async def go():
         started = anyio.Event()

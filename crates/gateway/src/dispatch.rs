@@ -143,7 +143,10 @@ async fn route(
                 .and_then(Value::as_str)
                 .ok_or_else(|| ErrorObject::invalid_params("missing \"uri\""))?
                 .to_owned();
-            let upstream = catalog.resource(&uri).ok_or_else(|| {
+            // The filter applies to every URI, also those routed by a template
+            // or by being the only resource upstream, not just listed ones.
+            let permitted = |u: &usize| shared.upstreams[*u].config().resources.permits(&uri);
+            let upstream = catalog.resource(&uri).filter(permitted).ok_or_else(|| {
                 ErrorObject::new(
                     switchboard_protocol::code::RESOURCE_NOT_FOUND,
                     format!("resource not found: {uri}"),
@@ -187,9 +190,14 @@ async fn route(
                         .get("uri")
                         .and_then(Value::as_str)
                         .unwrap_or_default();
-                    let u = catalog.resource(uri).ok_or_else(|| {
-                        ErrorObject::invalid_params(format!("no upstream serves resource {uri}"))
-                    })?;
+                    let u = catalog
+                        .resource(uri)
+                        .filter(|u| shared.upstreams[*u].config().resources.permits(uri))
+                        .ok_or_else(|| {
+                            ErrorObject::invalid_params(format!(
+                                "no upstream serves resource {uri}"
+                            ))
+                        })?;
                     (u, None)
                 }
                 other => {
@@ -247,7 +255,6 @@ fn initialize(shared: &Shared, session: &Session, params: Option<&RawValue>) -> 
     session.initialize(Init {
         protocol_version: negotiated,
         capabilities: p.get("capabilities").cloned().unwrap_or_else(|| json!({})),
-        client_info,
     })?;
     let instructions = match session.route {
         RouteId::Server(i) => shared.offer(i).instructions.clone(),

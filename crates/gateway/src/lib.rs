@@ -96,6 +96,12 @@ impl Gateway {
         let drain = shared.server.drain_timeout;
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
         let closing = shared.clone();
+        // Small SSE frames must not wait for Nagle's algorithm and the peer's
+        // delayed ACK (a 40 ms stall per response otherwise).
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
             signal.await;
             tracing::info!("shutting down: draining in-flight requests");

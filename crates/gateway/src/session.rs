@@ -35,7 +35,6 @@ pub(crate) enum Transport {
 pub(crate) struct Init {
     pub(crate) protocol_version: &'static str,
     pub(crate) capabilities: Value,
-    pub(crate) client_info: Value,
 }
 
 /// MCP log levels, least severe first (RFC 5424 order reversed).

@@ -11,6 +11,7 @@
 //!   and `Origin` (403 otherwise), which is what the conformance suite's
 //!   `dns-rebinding-protection` scenario checks.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,15 +138,35 @@ where
     );
     let router = axum::Router::new().nest_service(MCP_PATH, service);
     tracing::info!(%local, stateless, json_response = options.json_response, "serving streamable http at {MCP_PATH}");
-    axum::serve(listener, router)
+    let (stopping, stop_requested) = tokio::sync::oneshot::channel::<()>();
+    // Without TCP_NODELAY every small SSE write waits on Nagle and the
+    // client's delayed ACK: ~40 ms per call, which would swamp benchmarks.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let serving = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
             // Cancelling first ends open SSE streams; otherwise the graceful
             // shutdown would wait for clients that never hang up.
             stop.cancel();
+            let _ = stopping.send(());
         })
-        .await
-        .map_err(TestkitError::Http)?;
+        .into_future();
+    // Bounds the drain: a client holding a connection open must not keep a
+    // stopped test server alive.
+    let drain_deadline = async move {
+        if stop_requested.await.is_ok() {
+            tokio::time::sleep(HTTP_DRAIN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = serving => served.map_err(TestkitError::Http)?,
+        () = drain_deadline => tracing::warn!(grace = ?HTTP_DRAIN_GRACE, "connections still open after stop; exiting anyway"),
+    }
     tracing::info!("http server stopped");
     Ok(())
 }
@@ -202,6 +223,9 @@ async fn recv_or_wait_forever(
         }
     }
 }
+
+/// How long open HTTP connections may drain after a stop signal.
+pub const HTTP_DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// How long the runtime waits for stray blocking tasks after the server stops.
 ///

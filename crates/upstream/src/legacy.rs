@@ -34,11 +34,13 @@ type ByteStream = futures::stream::BoxStream<'static, reqwest::Result<bytes::Byt
 
 /// Opens the stream, waits for the `endpoint` event and starts the reader and
 /// writer. The caller bounds the whole by the connect timeout.
-pub(crate) async fn connect(shared: &Arc<Shared>, cfg: &HttpConfig) -> Result<SseLink, String> {
+pub(crate) async fn connect(
+    shared: &Arc<Shared>,
+    cfg: &HttpConfig,
+    connect_timeout: Duration,
+) -> Result<SseLink, String> {
     let url = reqwest::Url::parse(&cfg.url).map_err(|e| format!("invalid url: {e}"))?;
-    // The supervisor bounds the whole connect; the TCP connect gets the same
-    // default bound as everywhere else.
-    let client = build_client(switchboard_config::defaults::CONNECT_TIMEOUT)?;
+    let client = build_client(connect_timeout)?;
     let headers = build_headers(cfg)?;
     let resp = client
         .get(url.clone())
@@ -154,7 +156,7 @@ async fn write_loop(
             },
             _ = closed.cancelled() => return,
         };
-        let id = scan_id(&bytes);
+        let id = own_request_id(&bytes);
         let send = client
             .post(endpoint.clone())
             .headers(headers.clone())
@@ -186,6 +188,17 @@ async fn write_loop(
     }
 }
 
+/// The id of a request we encoded (`{"jsonrpc":"2.0","id":N,"method":...`);
+/// `None` for notifications and for our answers to the server's requests.
+fn own_request_id(bytes: &[u8]) -> Option<i64> {
+    let rest = bytes.strip_prefix(br#"{"jsonrpc":"2.0","id":"#)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if !rest[digits..].starts_with(br#","method":"#) {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
 impl SseLink {
     pub(crate) async fn lost(&mut self) -> String {
         self.peer.closed().cancelled().await;
@@ -194,5 +207,25 @@ impl SseLink {
 
     pub(crate) async fn stop(self) {
         self.peer.close("upstream stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_own_requests_are_matched_to_pending_ids() {
+        use switchboard_protocol::{
+            empty_object, encode_notification, encode_request, encode_result, RequestId,
+        };
+        let req = encode_request(&RequestId::Number(12), "tools/list", None);
+        assert_eq!(own_request_id(&req), Some(12));
+        let answer = encode_result(&RequestId::Number(12), &empty_object());
+        assert_eq!(own_request_id(&answer), None);
+        assert_eq!(
+            own_request_id(&encode_notification("notifications/initialized", None)),
+            None
+        );
     }
 }

@@ -131,9 +131,15 @@ pub struct CallOptions {
 }
 
 /// A handle on one upstream server. Cheap to clone.
+///
+/// Dropping the last clone stops the upstream like [`Upstream::shutdown`]
+/// does, without waiting; call `shutdown` to wait for the process to end.
 #[derive(Clone)]
 pub struct Upstream {
     inner: Arc<Inner>,
+    /// Fires the shutdown token when the last handle goes away, so a
+    /// forgotten upstream does not keep its process and tasks alive.
+    _stop_on_drop: Arc<tokio_util::sync::DropGuard>,
 }
 
 struct Inner {
@@ -182,7 +188,11 @@ impl Upstream {
         });
         let handle = tokio::spawn(supervisor::run(inner.clone()));
         *inner.supervisor.lock() = Some(handle);
-        Self { inner }
+        let guard = inner.shared.shutdown.clone().drop_guard();
+        Self {
+            inner,
+            _stop_on_drop: Arc::new(guard),
+        }
     }
 
     pub fn name(&self) -> &str {

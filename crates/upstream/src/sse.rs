@@ -179,12 +179,10 @@ impl SseParser {
                 self.has_data = true;
             }
             b"event" => self.event = short_string(value),
-            b"id" => {
-                // An id containing NUL is ignored (SSE specification).
-                if !value.contains(&0) {
-                    self.event_id = short_string(value);
-                    self.last_event_id = self.event_id.clone();
-                }
+            // An id containing NUL is ignored (SSE specification).
+            b"id" if !value.contains(&0) => {
+                self.event_id = short_string(value);
+                self.last_event_id = self.event_id.clone();
             }
             b"retry" => {
                 if let Some(ms) = std::str::from_utf8(value)

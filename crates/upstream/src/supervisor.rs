@@ -65,7 +65,7 @@ impl Connection {
 
 /// A live connection with whatever keeps it alive.
 enum Link {
-    Stdio(stdio::StdioLink),
+    Stdio(Box<stdio::StdioLink>),
     Http(Arc<http::HttpSession>),
     Sse(legacy::SseLink),
 }
@@ -90,7 +90,7 @@ impl Link {
 
     async fn stop(self) {
         match self {
-            Link::Stdio(l) => l.stop().await,
+            Link::Stdio(l) => (*l).stop().await,
             Link::Http(s) => s.stop().await,
             Link::Sse(l) => l.stop().await,
         }
@@ -115,13 +115,20 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 tracing::info!(upstream = %inner.shared.name, version = %info.protocol_version, "upstream ready");
                 inner.shared.emit_status(EventKind::Ready(info)).await;
                 let up_since = Instant::now();
+                // Biased: an HTTP session's own token is a child of the
+                // shutdown token, so both fire together at shutdown, which
+                // must not be reported as a loss.
                 let lost = tokio::select! {
-                    reason = link.lost() => Some(reason),
+                    biased;
                     _ = shutdown.cancelled() => None,
+                    reason = link.lost() => Some(reason),
                 };
                 *inner.conn.write() = None;
                 link.stop().await;
                 let Some(reason) = lost else { break };
+                if shutdown.is_cancelled() {
+                    break;
+                }
                 if up_since.elapsed() >= BACKOFF_RESET_AFTER {
                     backoff = BACKOFF_START;
                 }
@@ -153,7 +160,7 @@ async fn connect(inner: &Inner) -> Result<(Link, ServerInfo), String> {
             TransportConfig::Stdio(cfg) => {
                 let link = stdio::spawn(shared, cfg)?;
                 match peer_handshake(&link.peer, timeout).await {
-                    Ok(info) => Ok((Link::Stdio(link), info)),
+                    Ok(info) => Ok((Link::Stdio(Box::new(link)), info)),
                     Err(e) => {
                         link.stop().await;
                         Err(e)
@@ -165,7 +172,7 @@ async fn connect(inner: &Inner) -> Result<(Link, ServerInfo), String> {
                 Ok((Link::Http(session), info))
             }
             TransportConfig::Sse(cfg) => {
-                let link = legacy::connect(shared, cfg).await?;
+                let link = legacy::connect(shared, cfg, timeout).await?;
                 match peer_handshake(&link.peer, timeout).await {
                     Ok(info) => Ok((Link::Sse(link), info)),
                     Err(e) => {

@@ -1,0 +1,10 @@
+#![allow(unreachable_pub)]
+//! In-process integration tests: the gateway on a loopback port in front of
+//! real upstream processes (the testkit's fake upstream).
+
+mod harness;
+
+mod errors;
+mod federation;
+mod relay;
+mod transport;

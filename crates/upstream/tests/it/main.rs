@@ -1,0 +1,12 @@
+//! Integration tests: the upstream client against real MCP servers.
+//!
+//! stdio and Streamable HTTP run against `switchboard-fake-upstream` (from
+//! `crates/testkit`; set `FAKE_UPSTREAM_BIN` or build it into the same target
+//! dir with `cargo build -p switchboard-testkit`). Legacy HTTP+SSE and
+//! misbehaving HTTP servers are small in-test servers on loopback.
+
+mod http;
+mod legacy;
+mod rogue;
+mod stdio;
+mod support;
