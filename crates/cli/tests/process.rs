@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! The real `switchboard` binary as an operator runs it: signals, draining,
 //! child processes.
 
@@ -8,12 +9,20 @@ use std::time::Duration;
 fn testkit_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().and_then(|d| d.parent()).unwrap().join(name);
-    assert!(path.is_file(), "{} is not built: run `cargo build -p switchboard-testkit` first", path.display());
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo build -p switchboard-testkit` first",
+        path.display()
+    );
     path
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Gateway {
@@ -42,6 +51,8 @@ async fn start(upstreams: &[&str]) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("switchboard.toml");
     std::fs::write(&config, toml).unwrap();
+    // Waited for in Gateway's Drop (and by the tests on their success paths).
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["serve", "--config"])
         .arg(&config)
@@ -56,8 +67,14 @@ async fn start(upstreams: &[&str]) -> Gateway {
         if let Ok(r) = http.get(format!("{base}/health")).send().await {
             let body = r.text().await.unwrap_or_default();
             // Up *and* discovered: a ready upstream has a non-empty offer here.
-            if body.matches("\"status\":\"up\"").count() == upstreams.len() && !body.contains("\"tools\":0") {
-                return Gateway { child, base, _dir: dir };
+            if body.matches("\"status\":\"up\"").count() == upstreams.len()
+                && !body.contains("\"tools\":0")
+            {
+                return Gateway {
+                    child,
+                    base,
+                    _dir: dir,
+                };
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -69,10 +86,16 @@ async fn start(upstreams: &[&str]) -> Gateway {
 fn children(pid: u32) -> Vec<u32> {
     let mut out = vec![];
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
         // Fields after the parenthesised command: state, ppid, ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
         if fields.get(1).and_then(|f| f.parse::<u32>().ok()) == Some(pid) {
             out.push(p);
@@ -84,13 +107,19 @@ fn children(pid: u32) -> Vec<u32> {
 /// A process that is gone or a zombie no longer runs.
 fn running(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
 
 fn sigterm(pid: u32) {
-    let ok = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success();
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok);
 }
 
@@ -154,7 +183,13 @@ async fn sigterm_lets_an_in_flight_call_finish_before_exit() {
     };
     tokio::time::sleep(Duration::from_millis(400)).await;
     sigterm(gw.child.id());
-    let body = tokio::time::timeout(Duration::from_secs(20), call).await.expect("call hung").unwrap();
-    assert!(body.contains("\"result\""), "in-flight call was cut off: {body}");
+    let body = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("call hung")
+        .unwrap();
+    assert!(
+        body.contains("\"result\""),
+        "in-flight call was cut off: {body}"
+    );
     assert!(wait_exit(&mut gw.child).await.success());
 }

@@ -72,10 +72,30 @@ pub(crate) fn router(shared: App) -> Router {
 
 // === errors ===
 
-/// A JSON-RPC error as an HTTP response: MCP clients read the body of 4xx
+/// A request refused at the HTTP level. MCP clients read the body of 4xx
 /// answers as JSON-RPC, so every refusal says what is wrong in that form.
+struct Refusal {
+    status: StatusCode,
+    body: Vec<u8>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, error: ErrorObject) -> Self {
+        Self {
+            status,
+            body: encode_error(None, &error),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        json_response(self.status, self.body)
+    }
+}
+
 fn error_response(status: StatusCode, error: ErrorObject) -> Response {
-    json_response(status, encode_error(None, &error))
+    Refusal::new(status, error).into_response()
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
@@ -115,9 +135,9 @@ async fn guard(State(shared): State<App>, request: HttpRequest, next: MwNext) ->
 
 // === routes ===
 
-fn server_route(shared: &Shared, name: &str) -> Result<RouteId, Response> {
+fn server_route(shared: &Shared, name: &str) -> Result<RouteId, Refusal> {
     shared.route_by_name(name).ok_or_else(|| {
-        error_response(
+        Refusal::new(
             StatusCode::NOT_FOUND,
             ErrorObject::invalid_request(format!("no upstream named {name:?}")),
         )
@@ -141,7 +161,7 @@ async fn post_server(
 ) -> Response {
     match server_route(&s, &name) {
         Ok(route) => post_mcp(s, route, headers, body).await,
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 async fn get_server(
@@ -151,7 +171,7 @@ async fn get_server(
 ) -> Response {
     match server_route(&s, &name) {
         Ok(route) => get_mcp(s, route, headers),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 async fn delete_server(
@@ -161,7 +181,7 @@ async fn delete_server(
 ) -> Response {
     match server_route(&s, &name) {
         Ok(route) => delete_mcp(s, route, headers).await,
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -195,16 +215,16 @@ fn is_json_content(headers: &HeaderMap) -> bool {
 }
 
 /// Reads a body, refusing it as soon as it passes `limit`.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Refusal> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error_response(
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorObject::invalid_request(format!(
                 "request body exceeds the {limit}-byte limit (server.max_body_bytes)"
             )),
         )),
-        Err(e) => Err(error_response(
+        Err(e) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             ErrorObject::invalid_request(format!("could not read the request body: {e}")),
         )),
@@ -216,9 +236,9 @@ async fn read_message_body(
     shared: &Shared,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Bytes, Response> {
+) -> Result<Bytes, Refusal> {
     if !is_json_content(headers) {
-        return Err(error_response(
+        return Err(Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorObject::invalid_request("Content-Type must be application/json"),
         ));
@@ -226,12 +246,10 @@ async fn read_message_body(
     read_body(body, shared.server.max_body_bytes).await
 }
 
-fn decode_body(bytes: &[u8]) -> Result<Decoded, Response> {
-    decode(bytes).map_err(|e| {
-        json_response(
-            StatusCode::BAD_REQUEST,
-            encode_error(e.id(), &e.to_error_object()),
-        )
+fn decode_body(bytes: &[u8]) -> Result<Decoded, Refusal> {
+    decode(bytes).map_err(|e| Refusal {
+        status: StatusCode::BAD_REQUEST,
+        body: encode_error(e.id(), &e.to_error_object()),
     })
 }
 
@@ -240,16 +258,16 @@ fn session_for(
     shared: &Shared,
     route: RouteId,
     headers: &HeaderMap,
-) -> Result<Arc<Session>, Response> {
+) -> Result<Arc<Session>, Refusal> {
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
-        return Err(error_response(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             ErrorObject::invalid_request("missing Mcp-Session-Id header; send initialize first"),
         ));
     };
     match shared.sessions.get(id) {
         Some(s) if s.route == route && s.transport == Transport::StreamableHttp => Ok(s),
-        _ => Err(error_response(
+        _ => Err(Refusal::new(
             StatusCode::NOT_FOUND,
             ErrorObject::invalid_request(
                 "session not found: it ended or expired; send initialize to start a new one",
@@ -258,12 +276,12 @@ fn session_for(
     }
 }
 
-fn check_version_header(headers: &HeaderMap) -> Result<(), Response> {
+fn check_version_header(headers: &HeaderMap) -> Result<(), Refusal> {
     match headers.get(VERSION_HEADER) {
         None => Ok(()),
         Some(v) => match v.to_str().ok().and_then(version::supported) {
             Some(_) => Ok(()),
-            None => Err(error_response(
+            None => Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
                 ErrorObject::invalid_request(format!(
                     "unsupported MCP-Protocol-Version {:?}; supported: {}",
@@ -286,15 +304,15 @@ async fn post_mcp(shared: App, route: RouteId, headers: HeaderMap, body: Body) -
         );
     }
     if let Err(r) = check_version_header(&headers) {
-        return r;
+        return r.into_response();
     }
     let bytes = match read_message_body(&shared, &headers, body).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let decoded = match decode_body(&bytes) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Decoded::Single(Message::Request(r)) = &decoded {
         if r.method == "initialize" {
@@ -306,7 +324,7 @@ async fn post_mcp(shared: App, route: RouteId, headers: HeaderMap, body: Body) -
     }
     let session = match session_for(&shared, route, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     session.touch();
     match decoded {
@@ -441,7 +459,7 @@ fn get_mcp(shared: App, route: RouteId, headers: HeaderMap) -> Response {
     }
     let session = match session_for(&shared, route, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     session.touch();
     let resume = headers
@@ -473,7 +491,7 @@ async fn delete_mcp(shared: App, route: RouteId, headers: HeaderMap) -> Response
             shared.end_session(&session.id).await;
             StatusCode::OK.into_response()
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -593,7 +611,7 @@ async fn sse_federated(State(s): State<App>) -> Response {
 async fn sse_server(State(s): State<App>, Path(name): Path<String>) -> Response {
     match server_route(&s, &name) {
         Ok(route) => sse_connect(s, route, format!("/servers/{name}/messages")),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -651,7 +669,7 @@ async fn messages_server(
 ) -> Response {
     match server_route(&s, &name) {
         Ok(route) => sse_message(s, route, q.0, headers, body).await,
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -683,7 +701,7 @@ async fn sse_message(
     };
     let bytes = match read_message_body(&shared, &headers, body).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     session.touch();
     match decode(&bytes) {

@@ -69,7 +69,7 @@ impl Shared {
         let n = upstreams.len();
         let shared = Arc::new(Self {
             server: config.server,
-            offers: Mutex::new(vec![Arc::new(Offer::default()); n]),
+            offers: Mutex::new((0..n).map(|_| Arc::new(Offer::default())).collect()),
             discovered: Mutex::new(vec![false; n]),
             catalogs: ArcSwap::from_pointee(Catalogs {
                 federated: Arc::new(Catalog::build(&[], "__")),

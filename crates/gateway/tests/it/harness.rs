@@ -33,7 +33,6 @@ pub fn fake_stdio(name: &str, extra: &str) -> String {
 
 pub struct TestGateway {
     pub base: String,
-    gateway: Gateway,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -52,7 +51,6 @@ impl TestGateway {
         }));
         Self {
             base,
-            gateway,
             stop: Some(tx),
             served: Some(served),
         }
@@ -60,11 +58,6 @@ impl TestGateway {
 
     pub fn url(&self) -> String {
         format!("{}/mcp", self.base)
-    }
-
-    /// The gateway behind the listener, for assertions on its state.
-    pub fn gateway(&self) -> &Gateway {
-        &self.gateway
     }
 
     pub async fn stop(mut self) {

@@ -1,4 +1,4 @@
-#![allow(unreachable_pub)]
+#![allow(unreachable_pub, clippy::unwrap_used)]
 //! In-process integration tests: the gateway on a loopback port in front of
 //! real upstream processes (the testkit's fake upstream).
 
