@@ -284,11 +284,6 @@ impl HttpSession {
     /// Runs the handshake (first time or after a 404) and installs the new
     /// session id and protocol version.
     async fn initialize(self: &Arc<Self>) -> Result<ServerInfo, CallError> {
-        {
-            let mut st = self.state.write();
-            st.session_id = None;
-            st.protocol_version = None;
-        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = encode_request(
             &RequestId::Number(id),
@@ -296,7 +291,9 @@ impl HttpSession {
             Some(&handshake::initialize_params()),
         );
         let run = async {
-            let resp = self.post(body).await?;
+            // Without the old session's headers; concurrent requests keep
+            // using the old session until the new one is installed.
+            let resp = self.post_with(body, false).await?;
             let session_id = resp
                 .headers()
                 .get(SESSION_HEADER)
@@ -351,13 +348,21 @@ impl HttpSession {
 
     /// POSTs one message with the session's headers.
     async fn post(&self, body: Vec<u8>) -> Result<reqwest::Response, CallError> {
+        self.post_with(body, true).await
+    }
+
+    async fn post_with(
+        &self,
+        body: Vec<u8>,
+        with_session: bool,
+    ) -> Result<reqwest::Response, CallError> {
         let mut req = self
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json");
-        {
+        if with_session {
             let st = self.state.read();
             if let Some(sid) = &st.session_id {
                 req = req.header(SESSION_HEADER, sid.clone());
@@ -544,6 +549,9 @@ impl HttpSession {
                     });
             }
             Ok(Message::Notification(n)) => {
+                if self.shared.cancel_inbound(&n) {
+                    return None;
+                }
                 let related = matches!(
                     n.method.as_str(),
                     "notifications/progress" | "notifications/message"

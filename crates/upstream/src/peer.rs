@@ -241,6 +241,9 @@ impl Peer {
     }
 
     fn route_notification(&self, n: Notification) {
+        if self.shared.cancel_inbound(&n) {
+            return;
+        }
         let context = match n.method.as_str() {
             "notifications/progress" => progress_token(n.params.as_deref(), false)
                 .and_then(|token| self.context_for_token(&token)),

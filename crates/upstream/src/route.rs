@@ -1,12 +1,13 @@
 //! What every transport does with messages the upstream starts: answering
 //! its requests and delivering its notifications.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
 use switchboard_protocol::{
-    empty_object, encode_error, encode_result, ErrorObject, Notification, Request,
+    empty_object, encode_error, encode_result, ErrorObject, Notification, Request, RequestId,
 };
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,10 @@ pub(crate) struct Shared {
     /// Every task this upstream spawns, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
     server_requests: Arc<Semaphore>,
+    /// Server→client requests being answered, so the server's
+    /// `notifications/cancelled` can stop them. At most
+    /// `MAX_SERVER_REQUESTS` entries (one per permit).
+    inbound: parking_lot::Mutex<HashMap<RequestId, CancellationToken>>,
 }
 
 impl Shared {
@@ -53,6 +58,7 @@ impl Shared {
             shutdown,
             tracker,
             server_requests: Arc::new(Semaphore::new(MAX_SERVER_REQUESTS)),
+            inbound: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -146,11 +152,41 @@ impl Shared {
             return;
         };
         let shared = self.clone();
+        let cancelled = CancellationToken::new();
+        let id = request.id.clone();
+        self.inbound.lock().insert(id.clone(), cancelled.clone());
         self.tracker.spawn(async move {
-            let bytes = shared.answer(context, &request).await;
-            send(bytes).await;
+            tokio::select! {
+                bytes = shared.answer(context, &request) => send(bytes).await,
+                // The server withdrew its request: it wants no answer, and
+                // dropping the context's future tells the gateway.
+                _ = cancelled.cancelled() => {}
+            }
+            shared.inbound.lock().remove(&id);
             drop(permit);
         });
+    }
+
+    /// Stops answering a server request the server has cancelled; returns
+    /// whether `notification` was such a cancellation (it is then consumed).
+    pub(crate) fn cancel_inbound(&self, notification: &Notification) -> bool {
+        if notification.method != "notifications/cancelled" {
+            return false;
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Cancelled {
+            request_id: RequestId,
+        }
+        let Some(params) = notification.params.as_deref() else {
+            return true;
+        };
+        if let Ok(c) = serde_json::from_str::<Cancelled>(params.get()) {
+            if let Some(token) = self.inbound.lock().remove(&c.request_id) {
+                token.cancel();
+            }
+        }
+        true
     }
 
     async fn answer(&self, context: Option<Arc<dyn RequestContext>>, request: &Request) -> Vec<u8> {

@@ -5,6 +5,9 @@
 //! dir with `cargo build -p switchboard-testkit`). Legacy HTTP+SSE and
 //! misbehaving HTTP servers are small in-test servers on loopback.
 
+// Test helpers outside #[test] functions may unwrap: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
 mod http;
 mod legacy;
 mod rogue;

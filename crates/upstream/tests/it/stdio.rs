@@ -336,3 +336,127 @@ sleep 30"#;
     assert_eq!(result.get(), r#"{"ok":true}"#);
     up.shutdown().await;
 }
+
+/// Whether a process is still running (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => !matches!(
+            stat.rsplit(')')
+                .next()
+                .map(str::trim_start)
+                .and_then(|s| s.chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
+    }
+}
+
+/// A server that starts a grandchild and writes both pids to `dir`.
+fn family(dir: &std::path::Path) -> UpstreamConfig {
+    let script = format!(
+        r#"sleep 300 & echo $! > {d}/grandchild; echo $$ > {d}/child; read l; echo '{{"jsonrpc":"2.0","id":1,"result":{{"protocolVersion":"2025-06-18","capabilities":{{}}}}}}'; while true; do sleep 1; done"#,
+        d = dir.display()
+    );
+    shell("family", &script)
+}
+
+fn pids(dir: &std::path::Path) -> [u32; 2] {
+    ["child", "grandchild"].map(|f| {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    })
+}
+
+async fn wait_gone(pids: [u32; 2]) {
+    let deadline = tokio::time::Instant::now() + SOON;
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "processes {pids:?} still alive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn stdio_shutdown_stops_the_whole_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, _events) = started(family(dir.path())).await;
+    let pids = pids(dir.path());
+    assert!(pids.iter().all(|p| alive(*p)));
+    up.shutdown().await;
+    wait_gone(pids).await;
+}
+
+#[tokio::test]
+async fn stdio_dropping_the_last_handle_stops_the_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, _events) = started(family(dir.path())).await;
+    let pids = pids(dir.path());
+    drop(up);
+    wait_gone(pids).await;
+}
+
+/// A context whose server requests never finish; records when the server's
+/// cancellation drops them.
+#[derive(Debug, Default)]
+struct Hanging {
+    dropped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct SetOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl switchboard_upstream::RequestContext for Hanging {
+    fn notify(&self, _: switchboard_protocol::Notification) {}
+
+    async fn request(
+        &self,
+        _: &str,
+        _: Option<Box<serde_json::value::RawValue>>,
+    ) -> Result<Box<serde_json::value::RawValue>, switchboard_protocol::ErrorObject> {
+        let _guard = SetOnDrop(self.dropped.clone());
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn stdio_a_server_cancelling_its_own_request_stops_the_client_side_call() {
+    let script = r#"
+read l; echo '{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{}}}'
+read l
+read l
+echo '{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}'
+sleep 0.3
+echo '{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"s1"}}'
+sleep 0.3
+echo '{"jsonrpc":"2.0","id":2,"result":{"done":true}}'
+sleep 30"#;
+    let (up, _events) = started(shell("withdraws", script)).await;
+    let ctx = std::sync::Arc::new(Hanging::default());
+    let options = CallOptions {
+        context: Some(ctx.clone()),
+        ..Default::default()
+    };
+    let result = up.request("tools/call", None, options).await.unwrap();
+    assert_eq!(result.get(), r#"{"done":true}"#);
+    let deadline = tokio::time::Instant::now() + SOON;
+    while !ctx.dropped.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server request still running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    up.shutdown().await;
+}
