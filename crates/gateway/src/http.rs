@@ -26,7 +26,7 @@ use switchboard_protocol::{decode, encode_error, version, Decoded, ErrorObject, 
 use crate::catalog::RouteId;
 use crate::dispatch;
 use crate::origin;
-use crate::outbound::{event_id, parse_event_id, Next, Outbound};
+use crate::outbound::{event_id, parse_event_id, priming_id, Next, Outbound};
 use crate::session::{Session, Transport};
 use crate::state::Shared;
 
@@ -36,6 +36,8 @@ const LAST_EVENT_ID: &str = "last-event-id";
 /// Messages one request's stream may hold (progress floods drop the oldest).
 const REQUEST_STREAM_CAPACITY: usize = 256;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Reconnection delay suggested to clients in the priming event.
+const SSE_RETRY_MS: u64 = 1000;
 
 type App = Arc<Shared>;
 
@@ -406,7 +408,15 @@ async fn respond(
     }
     session.retain_stream(stream.clone());
     let generation = stream.take_over();
-    sse_response(stream_body(stream, 0, generation, None, Format::Streamable))
+    let id = stream.id();
+    let body = stream_body(stream, 0, generation, None, Format::Streamable);
+    if !version::is_at_least(session.protocol_version(), "2025-11-25") {
+        return sse_response(body);
+    }
+    // 2025-11-25: a priming event (an id, no data) lets a client resume the
+    // stream even if it loses it before the first real message.
+    let priming = format!("id: {}\nretry: {SSE_RETRY_MS}\ndata: \n\n", priming_id(id));
+    sse_response(prepend(Bytes::from(priming), body))
 }
 
 async fn batch(
@@ -466,7 +476,7 @@ fn get_mcp(shared: App, route: RouteId, headers: HeaderMap) -> Response {
         .get(LAST_EVENT_ID)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_event_id)
-        .and_then(|(stream, seq)| session.stream(stream).map(|s| (s, seq + 1)));
+        .and_then(|(stream, cursor)| session.stream(stream).map(|s| (s, cursor)));
     let (stream, cursor) = match resume {
         Some(found) => found,
         None => {
@@ -567,6 +577,13 @@ fn frame(format: Format, stream: u64, seq: u64, data: &[u8]) -> Bytes {
     b.freeze()
 }
 
+/// A body that sends `first`, then everything `rest` sends.
+fn prepend(first: Bytes, rest: Body) -> Body {
+    use futures::StreamExt;
+    let first = futures::stream::once(async move { Ok::<Bytes, axum::Error>(first) });
+    Body::from_stream(first.chain(rest.into_data_stream()))
+}
+
 fn stream_body(
     stream: Arc<Outbound>,
     cursor: u64,
@@ -632,18 +649,8 @@ fn sse_connect(shared: App, route: RouteId, messages_path: String) -> Response {
     let generation = stream.take_over();
     let mut attached = Attached::new(session);
     attached.end_with = Some(shared);
-    let first =
-        futures::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(endpoint) });
-    let rest =
-        stream_body(stream, 0, generation, Some(attached), Format::Legacy).into_data_stream();
-    use futures::StreamExt;
-    let rest = rest.map(|r| r.map_err(|_| std::io::Error::other("stream error")));
-    let body = Body::from_stream(
-        first
-            .map(|r| r.map_err(|_| std::io::Error::other("stream error")))
-            .chain(rest),
-    );
-    sse_response(body)
+    let rest = stream_body(stream, 0, generation, Some(attached), Format::Legacy);
+    sse_response(prepend(endpoint, rest))
 }
 
 #[derive(Deserialize)]

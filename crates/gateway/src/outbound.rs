@@ -169,12 +169,19 @@ impl Outbound {
     }
 }
 
-/// Formats an SSE event id: `<stream>-<seq>`.
+/// Formats the SSE event id of message `seq`: `<stream>-<seq + 1>`. The
+/// number is the cursor to resume *after* the message, so `<stream>-0` (the
+/// priming event's id) resumes from the very first message.
 pub(crate) fn event_id(stream: u64, seq: u64) -> String {
-    format!("{stream}-{seq}")
+    format!("{stream}-{}", seq + 1)
 }
 
-/// Parses an SSE event id produced by [`event_id`].
+/// The id of a stream's priming event: resuming from it replays everything.
+pub(crate) fn priming_id(stream: u64) -> String {
+    format!("{stream}-0")
+}
+
+/// Parses an id from [`event_id`] into (stream, cursor to resume from).
 pub(crate) fn parse_event_id(s: &str) -> Option<(u64, u64)> {
     let (a, b) = s.split_once('-')?;
     Some((a.parse().ok()?, b.parse().ok()?))
@@ -241,7 +248,8 @@ mod tests {
 
     #[test]
     fn event_ids_round_trip() {
-        assert_eq!(parse_event_id(&event_id(7, 42)), Some((7, 42)));
+        assert_eq!(parse_event_id(&event_id(7, 42)), Some((7, 43)));
+        assert_eq!(parse_event_id(&priming_id(7)), Some((7, 0)));
         assert_eq!(parse_event_id("x-1"), None);
     }
 }

@@ -24,6 +24,12 @@ pub fn negotiate(requested: &str) -> &'static str {
         .unwrap_or(LATEST_LEGACY)
 }
 
+/// Whether revision `version` is `min` or later. Revisions are ISO dates, so
+/// their lexical order is their order in time.
+pub fn is_at_least(version: &str, min: &str) -> bool {
+    version >= min
+}
+
 /// Returns the static form of a supported revision, `None` when unsupported.
 pub fn supported(version: &str) -> Option<&'static str> {
     LEGACY_VERSIONS.iter().find(|v| **v == version).copied()
