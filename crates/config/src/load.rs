@@ -206,6 +206,21 @@ fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, Con
             defaults::DRAIN_TIMEOUT,
         )?,
         separator,
+        response_mode: match s
+            .response_mode
+            .as_ref()
+            .map(|m| (m.get_ref().as_str(), m.span().start))
+        {
+            None | Some(("auto", _)) => ResponseMode::Auto,
+            Some(("sse", _)) => ResponseMode::Sse,
+            Some((other, pos)) => {
+                return Err(v.err(
+                    Some(pos),
+                    "server.response_mode",
+                    format!("{other:?} is not a response mode; use \"auto\" or \"sse\""),
+                ))
+            }
+        },
     };
     let mut upstreams = Vec::with_capacity(raw.upstreams.len());
     for (i, spanned) in raw.upstreams.into_iter().enumerate() {
@@ -429,6 +444,7 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nprefix = \"sometimes\"", &["test.toml:4", "prefix", "conditional"]),
             ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/\"\ntransport = \"ws\"", &["upstreams[0].transport", "\"sse\""]),
             ("[server]\nseparator = \"::\"", &["server.separator", "[A-Za-z0-9_.-]"]),
+            ("[server]\nresponse_mode = \"json\"", &["test.toml:2", "server.response_mode", "\"sse\""]),
             ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/\"\ntools = { allow = [\"[\"] }", &["upstreams[0].tools", "bad glob"]),
         ];
         for (text, needles) in cases {

@@ -42,6 +42,20 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Joins an upstream name and a tool or prompt name.
     pub separator: String,
+    pub response_mode: ResponseMode,
+}
+
+/// How a Streamable HTTP request is answered when the client accepts both
+/// JSON and SSE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseMode {
+    /// Plain JSON, unless a related message (progress, log, server request)
+    /// comes before the response; then SSE. Cheapest for clients.
+    #[default]
+    Auto,
+    /// Always an SSE stream (with a priming event for 2025-11-25 sessions),
+    /// so every response can be resumed with `Last-Event-ID`.
+    Sse,
 }
 
 #[derive(Debug, Clone)]

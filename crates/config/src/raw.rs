@@ -24,6 +24,7 @@ pub(crate) struct RawServer {
     pub(crate) session_idle_timeout: Option<Spanned<String>>,
     pub(crate) drain_timeout: Option<Spanned<String>>,
     pub(crate) separator: Option<Spanned<String>>,
+    pub(crate) response_mode: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,7 @@ use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_config::ResponseMode;
 use switchboard_protocol::{decode, encode_error, version, Decoded, ErrorObject, Message};
 
 use crate::catalog::RouteId;
@@ -393,7 +394,8 @@ async fn respond(
         });
     }
     stream.wait_first().await;
-    if let Some(body) = stream.single() {
+    let stream_anyway = sse && shared.server.response_mode == ResponseMode::Sse;
+    if let (Some(body), false) = (stream.single(), stream_anyway) {
         return json_response(StatusCode::OK, body.to_vec());
     }
     if !sse {

@@ -224,3 +224,29 @@ async fn a_crashed_stdio_upstream_is_restarted_and_serves_again() {
     assert!(back, "upstream never came back after its crash");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn sse_response_mode_streams_every_answer_with_a_priming_event() {
+    let gw =
+        TestGateway::start(&(fake_stdio("a", "") + "[server]\nresponse_mode = \"sse\"\n")).await;
+    let c = Client::connect(&gw.url(), "2025-11-25", json!({})).await;
+    let r = c.tool(1, "a__echo", json!({"text": "streamed"})).await;
+    assert!(r.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    assert!(
+        r.raw.starts_with("id: ") && r.raw.contains("retry: "),
+        "no priming event: {}",
+        r.raw
+    );
+    assert_eq!(r.result()["content"][0]["text"], "streamed");
+    let old = Client::connect(&gw.url(), "2025-06-18", json!({})).await;
+    let r = old.tool(2, "a__echo", json!({"text": "x"})).await;
+    assert!(
+        !r.raw.contains("retry: "),
+        "no priming before 2025-11-25: {}",
+        r.raw
+    );
+    gw.stop().await;
+}
