@@ -151,3 +151,45 @@ async fn paginated_upstream_lists_are_discovered_whole() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn http_and_stdio_upstreams_federate_with_progress_and_sampling_over_http() {
+    let remote = HttpUpstream::start("remote").await;
+    let gw = TestGateway::start(&(remote.config("web") + &fake_stdio("local", ""))).await;
+    let c = Client::connect(&gw.url(), "2025-11-25", json!({"sampling": {}})).await;
+    let names = c.tool_names().await;
+    assert!(
+        names.contains(&"web__echo".to_owned()) && names.contains(&"local__echo".to_owned()),
+        "{names:?}"
+    );
+    assert_eq!(
+        c.tool(1, "web__echo", json!({"text": "over http"}))
+            .await
+            .result()["content"][0]["text"],
+        "over http"
+    );
+    let r = c
+        .call(
+            2,
+            "tools/call",
+            json!({"name": "web__slow", "arguments": {"ms": 350}, "_meta": {"progressToken": 99}}),
+        )
+        .await;
+    let progress = r
+        .messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .count();
+    assert!(
+        progress > 0,
+        "no progress over the http upstream: {}",
+        r.raw
+    );
+    assert!(r
+        .messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .all(|m| m["params"]["progressToken"] == 99));
+    assert!(r.result().get("content").is_some());
+    gw.stop().await;
+}

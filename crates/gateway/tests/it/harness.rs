@@ -31,6 +31,50 @@ pub fn fake_stdio(name: &str, extra: &str) -> String {
     )
 }
 
+/// A fake upstream serving Streamable HTTP on a free loopback port; killed on drop.
+pub struct HttpUpstream {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl HttpUpstream {
+    pub async fn start(name: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(testkit_bin("switchboard-fake-upstream"))
+            .args(["--transport", "http", "--listen", &listen, "--name", name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..500 {
+            if tokio::net::TcpStream::connect(&listen).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            url: format!("http://{listen}/mcp"),
+            child,
+        }
+    }
+
+    pub fn config(&self, name: &str) -> String {
+        format!("[[upstreams]]\nname = \"{name}\"\nurl = \"{}\"\n", self.url)
+    }
+}
+
+impl Drop for HttpUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub struct TestGateway {
     pub base: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
