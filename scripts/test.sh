@@ -17,33 +17,61 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchboard-target}"
+mkdir -p "$CARGO_TARGET_DIR"
+CARGO_TARGET_DIR="$(cd "$CARGO_TARGET_DIR" && pwd)"
 export SWITCHBOARD_DEPS_DIR="${SWITCHBOARD_DEPS_DIR:-$HOME/.cache/switchboard-deps}"
 PROFILE="${SWITCHBOARD_PROFILE:-debug}"
 SKIP=",${SWITCHBOARD_SKIP:-},"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
-RESULTS="$(dirname "$CARGO_TARGET_DIR")/switchboard-results/latest"
-rm -rf "$RESULTS" && mkdir -p "$RESULTS"
+# Results of this run (logs, conformance checks.json, junit) in a fresh
+# directory; the last few runs are kept, `latest` points at this one.
+RESULTS_BASE="$(dirname "$CARGO_TARGET_DIR")/switchboard-results"
+RUN_ID="$(date +%Y%m%d-%H%M%S)-$$"
+RESULTS="$RESULTS_BASE/run-$RUN_ID"
+mkdir -p "$RESULTS"
+ln -sfn "run-$RUN_ID" "$RESULTS_BASE/latest"
+# shellcheck disable=SC2012
+ls -1dt "$RESULTS_BASE"/run-* 2>/dev/null | tail -n +6 | xargs -r rm -rf
 export SWITCHBOARD_RESULTS_DIR="$RESULTS"
 export E2E_PIDFILE="$RESULTS/e2e.pids"
 : > "$E2E_PIDFILE"
+# Every process started from here on inherits this marker; cleanup reaps any
+# that are still alive (including grandchildren that left their group).
+export SWITCHBOARD_E2E_RUN="$RUN_ID"
 
 # ---------------------------------------------------------------- cleanup
+# pids of live processes carrying this run's marker (never this shell)
+marked_pids() {
+  local f pid
+  for f in $(grep -lzsx "SWITCHBOARD_E2E_RUN=$RUN_ID" /proc/[0-9]*/environ 2>/dev/null); do
+    pid="${f#/proc/}"; pid="${pid%/environ}"
+    [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] || echo "$pid"
+  done
+}
+
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  local pid left=()
   # every process group the e2e tests started (they use their own sessions)
   if [[ -s "$E2E_PIDFILE" ]]; then
     while read -r pid; do
       [[ "$pid" =~ ^[0-9]+$ ]] || continue
+      [[ -e /proc/$pid ]] && left+=("$pid")
       kill -KILL -- "-$pid" 2>/dev/null || true
     done < "$E2E_PIDFILE"
   fi
-  # our own background jobs, if any
-  local jobs_left
-  jobs_left="$(jobs -p)"
-  [[ -n "$jobs_left" ]] && kill $jobs_left 2>/dev/null || true
+  # anything else started by this run that is still alive
+  for pid in $(marked_pids); do
+    [[ -e /proc/$pid ]] || continue
+    left+=("$pid:$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | cut -c1-120)")
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  if [[ ${#left[@]} -gt 0 ]]; then
+    echo "test.sh: reaped ${#left[@]} leftover process(es): ${left[*]}" >&2
+  fi
   exit "$rc"
 }
 trap cleanup EXIT
@@ -65,8 +93,11 @@ step() {
     return 0
   fi
   banner "$name"
-  local t0=$SECONDS rc=0
-  "$@" </dev/null || rc=$?
+  local t0=$SECONDS rc=0 pid
+  # in the background + wait, so that INT/TERM run the cleanup at once
+  "$@" </dev/null &
+  pid=$!
+  wait "$pid" || rc=$?
   STEP_NAMES+=("$name"); STEP_TIMES+=($((SECONDS - t0)))
   if [[ $rc -eq 0 ]]; then
     STEP_RESULTS+=("ok")

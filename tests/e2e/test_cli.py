@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import anyio
 import pytest
 from conftest import start_fixture_http, wait_for_tools
 from mcp_client import run_async, stdio_session, text_of
@@ -123,7 +124,13 @@ def test_serve_stdio_with_python_sdk(switchboard_bin, fixture_bin, tmp_path):
 
     async def go():
         async with stdio_session(str(switchboard_bin), ["serve", "--stdio", "--config", cfg], cwd=str(tmp_path)) as s:
-            names = {t.name for t in (await s.list_tools()).tools}
+            # upstreams connect asynchronously: poll (bounded) until the tool is listed
+            with anyio.fail_after(30):
+                while True:
+                    names = {t.name for t in (await s.list_tools()).tools}
+                    if "fixture__test_simple_text" in names:
+                        break
+                    await anyio.sleep(0.1)
             simple = await s.call_tool("fixture__test_simple_text", {})
             hello = await s.call_tool("fixture__json_schema_2020_12_tool", {"name": "stdio"})
             prompts = {p.name for p in (await s.list_prompts()).prompts}

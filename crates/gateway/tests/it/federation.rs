@@ -153,7 +153,7 @@ async fn paginated_upstream_lists_are_discovered_whole() {
 }
 
 #[tokio::test]
-async fn http_and_stdio_upstreams_federate_with_progress_and_sampling_over_http() {
+async fn http_and_stdio_upstreams_federate_and_progress_crosses_the_http_leg() {
     let remote = HttpUpstream::start("remote").await;
     let gw = TestGateway::start(&(remote.config("web") + &fake_stdio("local", ""))).await;
     let c = Client::connect(&gw.url(), "2025-11-25", json!({"sampling": {}})).await;
