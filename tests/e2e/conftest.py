@@ -219,12 +219,13 @@ def start_gateway(
     *,
     name: str = "gateway",
     extra_env: Mapping[str, str] | None = None,
+    server: Mapping[str, object] | None = None,
 ) -> Gateway:
     """Write a config, run ``switchboard serve --config``, wait for /health/live."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / f"{name}.toml"
-    cfg.write_text(gateway_toml(f"127.0.0.1:{port}", upstreams))
+    cfg.write_text(gateway_toml(f"127.0.0.1:{port}", upstreams, server))
     proc = pm.start(
         name,
         [switchboard, "serve", "--config", cfg],

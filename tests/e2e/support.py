@@ -203,9 +203,14 @@ def toml_key(k: str) -> str:
     return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
 
 
-def gateway_toml(listen: str, upstreams: Iterable[Mapping[str, object]]) -> str:
-    """Render a switchboard config: ``[server] listen`` plus ``[[upstreams]]``."""
-    lines = ["[server]", f"listen = {toml_value(listen)}", ""]
+def gateway_toml(
+    listen: str, upstreams: Iterable[Mapping[str, object]], server: Mapping[str, object] | None = None
+) -> str:
+    """Render a switchboard config: ``[server]`` (listen plus ``server``) and ``[[upstreams]]``."""
+    lines = ["[server]", f"listen = {toml_value(listen)}"]
+    for k, v in (server or {}).items():
+        lines.append(f"{toml_key(k)} = {toml_value(v)}")
+    lines.append("")
     for up in upstreams:
         lines.append("[[upstreams]]")
         for k, v in up.items():

@@ -80,6 +80,25 @@ pub(crate) async fn handle_request(
 
 type Outcome = Result<Box<RawValue>, ErrorObject>;
 
+/// How long a request that needs the catalog waits at start-up for upstreams
+/// to be discovered, before it is served from what is there.
+const STARTUP_GRACE: Duration = Duration::from_secs(10);
+
+fn needs_catalog(method: &str) -> bool {
+    matches!(
+        method,
+        "tools/list"
+            | "tools/call"
+            | "prompts/list"
+            | "prompts/get"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+            | "resources/subscribe"
+            | "completion/complete"
+    )
+}
+
 async fn route(
     shared: &Arc<Shared>,
     session: &Arc<Session>,
@@ -87,6 +106,9 @@ async fn route(
     sink: &Arc<Outbound>,
     cancel: tokio_util::sync::CancellationToken,
 ) -> Outcome {
+    if needs_catalog(&request.method) && !shared.is_settled() {
+        shared.wait_settled(STARTUP_GRACE).await;
+    }
     let catalog = shared.catalog(session.route);
     match request.method.as_str() {
         "initialize" => initialize(shared, session, request.params.as_deref()),

@@ -739,9 +739,18 @@ async fn sse_message(
 
 // === health ===
 
+/// 200 once start-up discovery is over (every upstream discovered or
+/// failed), 503 before: a load balancer then waits for a full catalog.
 async fn ready(State(shared): State<App>) -> Response {
-    let _ = &shared;
-    (StatusCode::OK, "ready").into_response()
+    if shared.is_settled() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: upstreams are still being discovered",
+        )
+            .into_response()
+    }
 }
 
 async fn health(State(shared): State<App>) -> Response {

@@ -60,23 +60,14 @@ impl Gateway {
         self.shared.report()
     }
 
-    /// Waits until every upstream has settled (ready or down) and its offer
-    /// has been discovered, or `timeout` passes. Returns whether all are up.
+    /// Waits until every upstream has been discovered or has failed, or
+    /// `timeout` passes. Returns whether all are up.
     pub async fn settle(&self, timeout: Duration) -> bool {
-        let all =
-            futures::future::join_all(self.shared.upstreams.iter().map(|u| u.ready(timeout))).await;
-        // Discovery runs right after readiness; give it the same budget.
-        let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < deadline {
-            let discovered = self.shared.upstreams.iter().enumerate().all(|(i, u)| {
-                !matches!(u.status(), UpstreamStatus::Ready(_)) || self.shared.offer_discovered(i)
-            });
-            if discovered {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        all.iter().all(Result::is_ok)
+        self.shared.wait_settled(timeout).await;
+        self.shared
+            .upstreams
+            .iter()
+            .all(|u| matches!(u.status(), UpstreamStatus::Ready(_)))
     }
 
     /// The federated tool list as clients see it (for `switchboard tools`).

@@ -5,7 +5,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_config::{Config, PrefixPolicy, ServerConfig};
@@ -43,6 +43,10 @@ pub(crate) struct Shared {
     offers: Mutex<Vec<Arc<Offer>>>,
     /// Whether each upstream's offer reflects its current connection.
     discovered: Mutex<Vec<bool>>,
+    /// Set once every upstream has been discovered or has failed at start.
+    settled: AtomicBool,
+    /// Woken after each discovery, for whoever waits on `settled`.
+    discovery_done: Notify,
     catalogs: ArcSwap<Catalogs>,
     /// One discovery trigger per upstream; a `Notify` holds at most one
     /// permit, so a burst of `list_changed` costs one re-discovery.
@@ -71,6 +75,8 @@ impl Shared {
             server: config.server,
             offers: Mutex::new((0..n).map(|_| Arc::new(Offer::default())).collect()),
             discovered: Mutex::new(vec![false; n]),
+            settled: AtomicBool::new(false),
+            discovery_done: Notify::new(),
             catalogs: ArcSwap::from_pointee(Catalogs {
                 federated: Arc::new(Catalog::build(&[], "__")),
                 servers: vec![],
@@ -137,12 +143,41 @@ impl Shared {
             .collect()
     }
 
-    pub(crate) fn offer_discovered(&self, upstream: usize) -> bool {
-        self.discovered
-            .lock()
-            .get(upstream)
-            .copied()
-            .unwrap_or(false)
+    /// Whether start-up discovery is over: every upstream is discovered, or
+    /// failed (it may still come later, and clients then hear list_changed).
+    pub(crate) fn is_settled(&self) -> bool {
+        if self.settled.load(Ordering::Acquire) {
+            return true;
+        }
+        let discovered = self.discovered.lock().clone();
+        let done = self
+            .upstreams
+            .iter()
+            .enumerate()
+            .all(|(i, u)| match u.status() {
+                Status::Ready(_) => discovered.get(i).copied().unwrap_or(false),
+                Status::Connecting => false,
+                Status::Down { .. } | Status::Stopped => true,
+            });
+        if done {
+            self.settled.store(true, Ordering::Release);
+        }
+        done
+    }
+
+    /// Waits until [`Self::is_settled`] or `cap` passes. Clients that connect
+    /// right after start-up then see every upstream's offer, not a partial one.
+    pub(crate) async fn wait_settled(&self, cap: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + cap;
+        loop {
+            let notified = self.discovery_done.notified();
+            if self.is_settled() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.is_settled();
+            }
+        }
     }
 
     /// A token unique in this process, to stand in for a client's progress
@@ -262,6 +297,7 @@ impl Shared {
             *d = ready;
         }
         self.publish(&[i]);
+        self.discovery_done.notify_waiters();
     }
 
     fn on_event(&self, event: UpstreamEvent) {
