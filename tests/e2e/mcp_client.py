@@ -8,6 +8,7 @@ from typing import AsyncIterator
 import anyio
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 # Per-request bound; a whole test is also bounded by pytest-timeout.
@@ -18,6 +19,16 @@ REQUEST_TIMEOUT = 60.0
 async def http_session(url: str) -> AsyncIterator[ClientSession]:
     """An initialized session over Streamable HTTP."""
     async with streamable_http_client(url) as (read, write):
+        async with ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT) as session:
+            with anyio.fail_after(REQUEST_TIMEOUT):
+                await session.initialize()
+            yield session
+
+
+@asynccontextmanager
+async def sse_session(url: str) -> AsyncIterator[ClientSession]:
+    """An initialized session over the legacy HTTP+SSE transport (2024-11-05)."""
+    async with sse_client(url) as (read, write):
         async with ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT) as session:
             with anyio.fail_after(REQUEST_TIMEOUT):
                 await session.initialize()

@@ -5,8 +5,10 @@ Upstreams (one gateway for the whole module):
   everything   server-everything over stdio (node .../dist/index.js stdio)
   remote       a second server-everything over Streamable HTTP (loopback preload)
   time         mcp-server-time over stdio (python -m mcp_server_time, from the venv)
+  legacy       a third server-everything over the legacy HTTP+SSE transport
 
-Clients: the official Python SDK (Streamable HTTP) and the Inspector CLI.
+Clients: the official Python SDK (Streamable HTTP and legacy SSE) and the
+Inspector CLI.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from conftest import (
     time_stdio_command,
     wait_for_tools,
 )
-from mcp_client import http_session, run_async, text_of
+from mcp_client import http_session, run_async, sse_session, text_of
 from support import describe, run
 
 pytestmark = pytest.mark.interop
@@ -40,7 +42,12 @@ def remote_port(env, module_procs) -> int:
 
 
 @pytest.fixture(scope="module")
-def gw(env, module_procs, remote_port, tmp_path_factory) -> Gateway:
+def legacy_port(env, module_procs) -> int:
+    return start_everything_http(module_procs, env, mode="sse")
+
+
+@pytest.fixture(scope="module")
+def gw(env, module_procs, remote_port, legacy_port, tmp_path_factory) -> Gateway:
     sb = env.switchboard
     if not sb.exists():
         pytest.fail(f"missing {sb}: build it: cargo build --workspace --bins", pytrace=False)
@@ -48,13 +55,14 @@ def gw(env, module_procs, remote_port, tmp_path_factory) -> Gateway:
         {"name": "everything", "command": everything_stdio_command(env)},
         {"name": "remote", "url": f"http://127.0.0.1:{remote_port}/mcp"},
         {"name": "time", "command": time_stdio_command(env)},
+        {"name": "legacy", "url": f"http://127.0.0.1:{legacy_port}/sse", "transport": "sse"},
     ]
     gw = start_gateway(module_procs, sb, tmp_path_factory.mktemp("interop"), upstreams)
     # The stdio upstreams must connect (bounded wait; fails with what is missing).
     wait_for_tools(gw.mcp_url, ["everything__echo", "time__get_current_time"], proc=gw.proc)
     # The HTTP upstream too, but if it does not, only the tests that use it fail.
     try:
-        wait_for_tools(gw.mcp_url, ["remote__echo"], proc=gw.proc)
+        wait_for_tools(gw.mcp_url, ["remote__echo", "legacy__echo"], proc=gw.proc)
     except AssertionError as e:
         print(f"remote upstream not connected: {e}")
     return gw
@@ -263,3 +271,31 @@ def test_cancellation_is_forwarded_upstream(env, fake_upstream_bin, gateway_fact
                     await anyio.sleep(0.1)
 
     assert run_async(go) == "1"
+
+
+# ---------------------------------------------------------------------------
+# legacy HTTP+SSE on both sides
+
+
+def test_legacy_sse_upstream_is_federated_and_callable(gw):
+    async def go():
+        async with http_session(gw.mcp_url) as s:
+            names = {t.name for t in (await s.list_tools()).tools}
+            assert "legacy__echo" in names, sorted(names)
+            r = await s.call_tool("legacy__echo", {"message": "through sse upstream"})
+            assert not r.is_error, r
+            return text_of(r)
+
+    assert run_async(go) == "Echo: through sse upstream"
+
+
+def test_python_sdk_over_the_gateways_legacy_sse_endpoint(gw):
+    async def go():
+        async with sse_session(f"{gw.base}/sse") as s:
+            names = {t.name for t in (await s.list_tools()).tools}
+            assert {"everything__echo", "time__get_current_time"} <= names, sorted(names)
+            r = await s.call_tool("everything__echo", {"message": "old client"})
+            assert not r.is_error, r
+            return text_of(r)
+
+    assert run_async(go) == "Echo: old client"
