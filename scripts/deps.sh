@@ -14,6 +14,11 @@
 #   env.sh                           exports for the above
 #   .stamp-*                         one per component; content = hash of its pins
 #
+# System tools come from apt, only when missing (one `apt-get update` at most):
+#   npm, sha256sum, python3(-venv)   as above
+#   promtool                         Debian package `prometheus`; `promtool check metrics`
+#                                    in switchboard-telemetry's tests, `promtool test rules`
+#
 # Every pin lives in scripts/deps/ (npm package.json + package-lock.json,
 # requirements-e2e.txt). A component is reinstalled only when its pins change,
 # so a warm run takes a second or two. Only package registries are contacted.
@@ -54,6 +59,9 @@ need_cmd() { # command debian-package
 
 need_cmd npm npm
 need_cmd sha256sum coreutils
+# promtool validates the /metrics exposition and the alert rules; Debian ships it in the
+# `prometheus` package (the server itself is never started by the tests)
+need_cmd promtool prometheus
 # a Python 3 with venv+ensurepip (the machine image ships CPython 3.11 via pyenv)
 PY="${SWITCHBOARD_PYTHON:-}"
 if [[ -z "$PY" ]]; then
@@ -133,6 +141,7 @@ export CONFORMANCE_020A12="$DEPS/conformance-0.2.0-alpha.12/node_modules/@modelc
 export SERVER_EVERYTHING_JS="$DEPS/mcp-tools/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 export INSPECTOR_BIN="$DEPS/mcp-tools/node_modules/.bin/mcp-inspector"
 export LOOPBACK_PRELOAD="$DEPS/loopback-only.cjs"
+export PROMTOOL="$(command -v promtool)"
 export E2E_VENV="$VENV"
 export PATH="$VENV/bin:$NODE22_BIN:\$PATH"
 ENV
@@ -148,5 +157,6 @@ for c in "$CONFORMANCE_0116" "$CONFORMANCE_020A12"; do
 done
 "$VENV/bin/python" -c 'import mcp, mcp_server_time, pytest, pytest_timeout' \
   || die "venv is incomplete"
+"$PROMTOOL" --version >/dev/null 2>&1 || die "promtool at $PROMTOOL does not run"
 
 log "ready in $((SECONDS - T0))s: $DEPS (node $node_ver)"
