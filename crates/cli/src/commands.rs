@@ -38,7 +38,15 @@ async fn serve(
     listen: Option<std::net::SocketAddr>,
     stdio: bool,
 ) -> Result<ExitCode> {
-    let config = load(args, Overrides { listen })?;
+    let config = load(
+        args,
+        Overrides {
+            listen,
+            metrics_token: std::env::var("METRICS_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        },
+    )?;
     tracing::info!(config = %config.origin, upstreams = config.upstreams.len(), "starting switchboard");
     let addr = config.server.listen;
     let gateway = Gateway::start(config);

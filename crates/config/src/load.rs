@@ -39,6 +39,8 @@ impl ConfigSource {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
+    /// `METRICS_TOKEN` from the environment, used when the file sets none.
+    pub metrics_token: Option<String>,
 }
 
 /// Reads and validates a configuration.
@@ -64,6 +66,9 @@ pub fn load(
     let mut config = parse_with(&text, &origin, &ctx)?;
     if let Some(listen) = overrides.listen {
         config.server.listen = listen;
+    }
+    if config.server.metrics_token.is_none() {
+        config.server.metrics_token = overrides.metrics_token.clone().map(Secret::new);
     }
     Ok(config)
 }
@@ -206,6 +211,14 @@ fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, Con
             defaults::DRAIN_TIMEOUT,
         )?,
         separator,
+        metrics_token: s
+            .metrics_token
+            .as_ref()
+            .map(|t| {
+                v.interp(t.span().start, "server.metrics_token", t.get_ref())
+                    .map(Secret::new)
+            })
+            .transpose()?,
         response_mode: match s
             .response_mode
             .as_ref()

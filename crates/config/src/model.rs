@@ -43,6 +43,8 @@ pub struct ServerConfig {
     /// Joins an upstream name and a tool or prompt name.
     pub separator: String,
     pub response_mode: ResponseMode,
+    /// When set, `/metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<Secret>,
 }
 
 /// How a Streamable HTTP request is answered when the client accepts both

@@ -25,6 +25,7 @@ pub(crate) struct RawServer {
     pub(crate) drain_timeout: Option<Spanned<String>>,
     pub(crate) separator: Option<Spanned<String>>,
     pub(crate) response_mode: Option<Spanned<String>>,
+    pub(crate) metrics_token: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

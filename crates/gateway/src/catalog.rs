@@ -77,6 +77,9 @@ pub(crate) struct Target {
     pub(crate) upstream: usize,
     /// The name as the upstream knows it.
     pub(crate) name: Arc<str>,
+    /// Whether calling it twice is harmless, so a failed call may be retried:
+    /// prompts always; tools the upstream marks read-only or idempotent.
+    pub(crate) safe: bool,
 }
 
 /// A member of a route, as the catalog builder sees it.
@@ -247,11 +250,18 @@ fn expose<'a>(
             entry.insert("name".into(), Value::String(exposed.clone()));
             list.push(Value::Object(entry));
             reverse.insert((m.index, name.to_owned()), exposed.clone());
+            let hint = |k: &str| {
+                v.pointer(&format!("/annotations/{k}"))
+                    .and_then(Value::as_bool)
+                    == Some(true)
+            };
+            let safe = what == "prompts" || hint("readOnlyHint") || hint("idempotentHint");
             index.insert(
                 exposed,
                 Target {
                     upstream: m.index,
                     name: name.into(),
+                    safe,
                 },
             );
         }
@@ -389,12 +399,37 @@ mod tests {
             c.tool("docs.search"),
             Some(&Target {
                 upstream: 3,
-                name: "search".into()
+                name: "search".into(),
+                safe: false,
             })
         );
         assert_eq!(c.prompt("docs.greet").unwrap().name.as_ref(), "greet");
+        assert!(c.prompt("docs.greet").unwrap().safe, "prompts are reads");
         assert_eq!(c.tool("search"), None);
         assert_eq!(c.exposed_prompt(3, "greet"), Some("docs.greet"));
+    }
+
+    #[test]
+    fn only_tools_marked_read_only_or_idempotent_are_safe_to_retry() {
+        let mut o = offer(&[], &[], &[]);
+        o.tools = vec![
+            json!({"name": "get", "annotations": {"readOnlyHint": true}}),
+            json!({"name": "put", "annotations": {"idempotentHint": true}}),
+            json!({"name": "send", "annotations": {"readOnlyHint": false}}),
+            json!({"name": "plain"}),
+        ];
+        let c = Catalog::build(
+            &[Member {
+                index: 0,
+                name: "a",
+                prefix: PrefixPolicy::Never,
+                offer: &o,
+            }],
+            "__",
+        );
+        let safe = |n: &str| c.tool(n).unwrap().safe;
+        assert!(safe("get") && safe("put"));
+        assert!(!safe("send") && !safe("plain"));
     }
 
     #[test]

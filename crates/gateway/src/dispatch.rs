@@ -9,10 +9,12 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_protocol::code;
 use switchboard_protocol::{
     encode_error, encode_notification, encode_result, params_object, to_raw, version, ErrorObject,
     Message, Notification, RawValue, Request, ResponsePayload,
 };
+use switchboard_telemetry::{McpMethod, McpStatus, ToolCallStatus};
 use switchboard_upstream::{CallOptions, RequestContext};
 
 use crate::catalog::RouteId;
@@ -66,12 +68,21 @@ pub(crate) async fn handle_request(
 ) -> Vec<u8> {
     session.touch();
     let id = request.id.clone();
+    let method = request.method.clone();
     let cancel = session.begin(&id);
     let outcome = tokio::select! {
         r = route(shared, session, request, sink, cancel.clone()) => r,
         _ = cancel.cancelled() => Err(ErrorObject::new(switchboard_protocol::code::REQUEST_CANCELLED, "request cancelled")),
     };
     session.end(&id);
+    let status = if outcome.is_ok() {
+        McpStatus::Ok
+    } else {
+        McpStatus::Error
+    };
+    shared
+        .metrics
+        .record_mcp_request(McpMethod::from_name(&method), status);
     match outcome {
         Ok(result) => encode_result(&id, &result),
         Err(error) => encode_error(Some(&id), &error),
@@ -147,7 +158,8 @@ async fn route(
             })?
             .clone();
             p.insert("name".into(), Value::String(target.name.to_string()));
-            forward(
+            let started = tokio::time::Instant::now();
+            let outcome = forward(
                 shared,
                 session,
                 sink,
@@ -155,8 +167,18 @@ async fn route(
                 &request.method,
                 p,
                 cancel,
+                target.safe,
             )
-            .await
+            .await;
+            if is_tool {
+                shared.metrics.record_tool_call(
+                    shared.upstreams[target.upstream].name(),
+                    &target.name,
+                    tool_status(&outcome),
+                    started.elapsed(),
+                );
+            }
+            outcome
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             let p = params_object(request.params.as_deref())?;
@@ -177,7 +199,17 @@ async fn route(
             })?;
             match request.method.as_str() {
                 "resources/read" => {
-                    forward(shared, session, sink, upstream, "resources/read", p, cancel).await
+                    forward(
+                        shared,
+                        session,
+                        sink,
+                        upstream,
+                        "resources/read",
+                        p,
+                        cancel,
+                        true,
+                    )
+                    .await
                 }
                 "resources/subscribe" => {
                     shared
@@ -239,10 +271,27 @@ async fn route(
                 "completion/complete",
                 p,
                 cancel,
+                true,
             )
             .await
         }
         other => Err(ErrorObject::method_not_found(other)),
+    }
+}
+
+/// How a tool call ended, for `mcp_tool_calls_total`. A result with
+/// `isError: true` is the tool reporting failure, so it counts as an error.
+fn tool_status(outcome: &Outcome) -> ToolCallStatus {
+    match outcome {
+        Ok(result) if result.get().contains("\"isError\":true") => ToolCallStatus::Error,
+        Ok(_) => ToolCallStatus::Success,
+        Err(e) => match e.code {
+            code::REQUEST_TIMEOUT => ToolCallStatus::Timeout,
+            code::REQUEST_CANCELLED => ToolCallStatus::Cancelled,
+            code::UPSTREAM_UNAVAILABLE => ToolCallStatus::Unavailable,
+            code::OVERLOADED => ToolCallStatus::Rejected,
+            _ => ToolCallStatus::Error,
+        },
     }
 }
 
@@ -301,6 +350,7 @@ fn initialize(shared: &Shared, session: &Session, params: Option<&RawValue>) -> 
 
 /// Sends a request to its upstream with a context that relays related
 /// messages back to this request's stream.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     shared: &Arc<Shared>,
     session: &Arc<Session>,
@@ -309,6 +359,7 @@ async fn forward(
     method: &str,
     mut params: Map<String, Value>,
     cancel: tokio_util::sync::CancellationToken,
+    safe: bool,
 ) -> Outcome {
     let downstream_token = match params.get_mut("_meta").and_then(Value::as_object_mut) {
         Some(meta) => match meta.get("progressToken").cloned() {
@@ -320,6 +371,7 @@ async fn forward(
         },
         None => None,
     };
+    let protection = &shared.protection[upstream];
     let upstream = &shared.upstreams[upstream];
     let context = Arc::new(Relay {
         session: session.clone(),
@@ -332,10 +384,16 @@ async fn forward(
         cancel,
         timeout: None,
     };
-    upstream
-        .request(method, Some(to_raw(&params)), options)
+    protection
+        .call(
+            &shared.metrics,
+            upstream,
+            method,
+            to_raw(&params),
+            options,
+            safe,
+        )
         .await
-        .map_err(|e| e.to_error_object())
 }
 
 /// Relays what an upstream says about one forwarded request back to the

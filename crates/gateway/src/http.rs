@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_config::ResponseMode;
 use switchboard_protocol::{decode, encode_error, version, Decoded, ErrorObject, Message};
+use switchboard_telemetry::{Endpoint, RejectReason};
 
 use crate::catalog::RouteId;
 use crate::dispatch;
@@ -64,13 +65,33 @@ pub(crate) fn router(shared: App) -> Router {
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             error_response(
                 StatusCode::NOT_FOUND,
+                RejectReason::Invalid,
                 ErrorObject::invalid_request("no such endpoint; MCP is served at /mcp"),
             )
         })
+        .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .with_state(shared)
+}
+
+/// Counts and times every HTTP request, and refusals by reason. The endpoint
+/// label is a route template, never the raw path.
+async fn observe(State(shared): State<App>, request: HttpRequest, next: MwNext) -> Response {
+    let started = tokio::time::Instant::now();
+    let method = request.method().clone();
+    let endpoint = Endpoint::from_path(request.uri().path());
+    let response = next.run(request).await;
+    if let Some(reason) = response.extensions().get::<RejectReason>() {
+        shared.metrics.record_rejected_request(*reason);
+    }
+    // For SSE this is the time to the response head, not the stream's life.
+    shared
+        .metrics
+        .record_http_request(&method, endpoint, response.status(), started.elapsed());
+    response
 }
 
 // === errors ===
@@ -79,13 +100,15 @@ pub(crate) fn router(shared: App) -> Router {
 /// answers as JSON-RPC, so every refusal says what is wrong in that form.
 struct Refusal {
     status: StatusCode,
+    reason: RejectReason,
     body: Vec<u8>,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, error: ErrorObject) -> Self {
+    fn new(status: StatusCode, reason: RejectReason, error: ErrorObject) -> Self {
         Self {
             status,
+            reason,
             body: encode_error(None, &error),
         }
     }
@@ -93,12 +116,15 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        json_response(self.status, self.body)
+        let mut response = json_response(self.status, self.body);
+        // Read by the `observe` middleware, which counts refusals by reason.
+        response.extensions_mut().insert(self.reason);
+        response
     }
 }
 
-fn error_response(status: StatusCode, error: ErrorObject) -> Response {
-    Refusal::new(status, error).into_response()
+fn error_response(status: StatusCode, reason: RejectReason, error: ErrorObject) -> Response {
+    Refusal::new(status, reason, error).into_response()
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
@@ -116,6 +142,7 @@ async fn guard(State(shared): State<App>, request: HttpRequest, next: MwNext) ->
         if !origin::host_allowed(&shared.server, host) {
             return error_response(
                 StatusCode::FORBIDDEN,
+                RejectReason::BadHost,
                 ErrorObject::invalid_request(format!(
                     "Host {host:?} is not allowed; add it to server.allowed_hosts to serve it"
                 )),
@@ -127,6 +154,7 @@ async fn guard(State(shared): State<App>, request: HttpRequest, next: MwNext) ->
         if !origin::origin_allowed(&shared.server, o) {
             return error_response(
                 StatusCode::FORBIDDEN,
+                RejectReason::BadOrigin,
                 ErrorObject::invalid_request(format!(
                     "Origin {o:?} is not allowed; add it to server.allowed_origins to serve it"
                 )),
@@ -142,6 +170,7 @@ fn server_route(shared: &Shared, name: &str) -> Result<RouteId, Refusal> {
     shared.route_by_name(name).ok_or_else(|| {
         Refusal::new(
             StatusCode::NOT_FOUND,
+            RejectReason::Invalid,
             ErrorObject::invalid_request(format!("no upstream named {name:?}")),
         )
     })
@@ -223,12 +252,14 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Refusal> {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
+            RejectReason::BodyTooLarge,
             ErrorObject::invalid_request(format!(
                 "request body exceeds the {limit}-byte limit (server.max_body_bytes)"
             )),
         )),
         Err(e) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
+            RejectReason::Invalid,
             ErrorObject::invalid_request(format!("could not read the request body: {e}")),
         )),
     }
@@ -243,6 +274,7 @@ async fn read_message_body(
     if !is_json_content(headers) {
         return Err(Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RejectReason::Invalid,
             ErrorObject::invalid_request("Content-Type must be application/json"),
         ));
     }
@@ -252,6 +284,7 @@ async fn read_message_body(
 fn decode_body(bytes: &[u8]) -> Result<Decoded, Refusal> {
     decode(bytes).map_err(|e| Refusal {
         status: StatusCode::BAD_REQUEST,
+        reason: RejectReason::Invalid,
         body: encode_error(e.id(), &e.to_error_object()),
     })
 }
@@ -265,6 +298,7 @@ fn session_for(
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
+            RejectReason::MissingSession,
             ErrorObject::invalid_request("missing Mcp-Session-Id header; send initialize first"),
         ));
     };
@@ -272,6 +306,7 @@ fn session_for(
         Some(s) if s.route == route && s.transport == Transport::StreamableHttp => Ok(s),
         _ => Err(Refusal::new(
             StatusCode::NOT_FOUND,
+            RejectReason::UnknownSession,
             ErrorObject::invalid_request(
                 "session not found: it ended or expired; send initialize to start a new one",
             ),
@@ -286,6 +321,7 @@ fn check_version_header(headers: &HeaderMap) -> Result<(), Refusal> {
             Some(_) => Ok(()),
             None => Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
+                RejectReason::UnsupportedVersion,
                 ErrorObject::invalid_request(format!(
                     "unsupported MCP-Protocol-Version {:?}; supported: {}",
                     String::from_utf8_lossy(v.as_bytes()),
@@ -301,6 +337,7 @@ async fn post_mcp(shared: App, route: RouteId, headers: HeaderMap, body: Body) -
     if !accept.json && !accept.sse {
         return error_response(
             StatusCode::NOT_ACCEPTABLE,
+            RejectReason::Invalid,
             ErrorObject::invalid_request(
                 "Accept must include application/json and text/event-stream",
             ),
@@ -339,7 +376,7 @@ async fn post_mcp(shared: App, route: RouteId, headers: HeaderMap, body: Body) -
         Decoded::Batch(items) => {
             if session.protocol_version() != version::BATCH_VERSION {
                 return error_response(
-                    StatusCode::BAD_REQUEST,
+                    StatusCode::BAD_REQUEST, RejectReason::Invalid,
                     ErrorObject::invalid_request(format!(
                         "JSON-RPC batches are part of protocol revision {} only; this session negotiated {}",
                         version::BATCH_VERSION,
@@ -362,11 +399,12 @@ async fn initialize(
     if session.init().is_none() {
         return json_response(StatusCode::OK, body);
     }
-    if let Err(e) = shared
-        .sessions
-        .insert(session.clone(), shared.server.max_sessions)
-    {
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, e);
+    if let Err(e) = shared.add_session(session.clone()) {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RejectReason::SessionLimit,
+            e,
+        );
     }
     let mut response = json_response(StatusCode::OK, body);
     if let Ok(v) = HeaderValue::from_str(&session.id) {
@@ -464,6 +502,7 @@ fn get_mcp(shared: App, route: RouteId, headers: HeaderMap) -> Response {
     if !accepts(&headers).sse {
         return error_response(
             StatusCode::NOT_ACCEPTABLE,
+            RejectReason::Invalid,
             ErrorObject::invalid_request(
                 "GET opens an SSE stream: Accept must include text/event-stream",
             ),
@@ -637,11 +676,12 @@ async fn sse_server(State(s): State<App>, Path(name): Path<String>) -> Response 
 /// Opens a legacy session: the stream's first event names the POST endpoint.
 fn sse_connect(shared: App, route: RouteId, messages_path: String) -> Response {
     let session = Arc::new(Session::new(route, Transport::Sse));
-    if let Err(e) = shared
-        .sessions
-        .insert(session.clone(), shared.server.max_sessions)
-    {
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, e);
+    if let Err(e) = shared.add_session(session.clone()) {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RejectReason::SessionLimit,
+            e,
+        );
     }
     let endpoint = Bytes::from(format!(
         "event: endpoint\ndata: {messages_path}?sessionId={}\n\n",
@@ -694,6 +734,7 @@ async fn sse_message(
     let Some(id) = q.session_id else {
         return error_response(
             StatusCode::BAD_REQUEST,
+            RejectReason::MissingSession,
             ErrorObject::invalid_request("missing sessionId query parameter"),
         );
     };
@@ -702,6 +743,7 @@ async fn sse_message(
         _ => {
             return error_response(
                 StatusCode::NOT_FOUND,
+                RejectReason::UnknownSession,
                 ErrorObject::invalid_request(
                     "session not found; open a new one with GET on the sse endpoint",
                 ),
@@ -720,6 +762,7 @@ async fn sse_message(
         Ok(Decoded::Batch(_)) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
+                RejectReason::Invalid,
                 ErrorObject::invalid_request(
                     "JSON-RPC batches are not part of the HTTP+SSE transport",
                 ),
@@ -737,7 +780,31 @@ async fn sse_message(
     (StatusCode::ACCEPTED, "Accepted").into_response()
 }
 
-// === health ===
+// === metrics and health ===
+
+async fn metrics(State(shared): State<App>, headers: HeaderMap) -> Response {
+    let expected = shared.server.metrics_token.as_ref().map(|t| t.expose());
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !switchboard_telemetry::check_bearer(expected, given) {
+        let mut r = error_response(
+            StatusCode::UNAUTHORIZED,
+            RejectReason::Unauthorized,
+            ErrorObject::invalid_request("/metrics needs Authorization: Bearer <METRICS_TOKEN>"),
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    shared.refresh_gauges();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, switchboard_telemetry::CONTENT_TYPE)],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
 
 /// 200 once start-up discovery is over (every upstream discovered or
 /// failed), 503 before: a load balancer then waits for a full catalog.

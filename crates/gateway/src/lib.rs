@@ -23,6 +23,7 @@ mod dispatch;
 mod http;
 mod origin;
 mod outbound;
+mod protect;
 mod session;
 mod state;
 mod stdio;

@@ -76,6 +76,8 @@ pub(crate) struct Session {
     pub(crate) closed: CancellationToken,
     /// Count of GET/SSE readers attached; an attached session is never idle.
     pub(crate) attached: AtomicU64,
+    /// Keeps the session counted in `active_sessions_total` while it lives.
+    gauge: Mutex<Option<switchboard_telemetry::GaugeGuard>>,
 }
 
 impl Session {
@@ -96,7 +98,12 @@ impl Session {
             subscriptions: Mutex::new(HashSet::new()),
             closed: CancellationToken::new(),
             attached: AtomicU64::new(0),
+            gauge: Mutex::new(None),
         }
+    }
+
+    pub(crate) fn track(&self, guard: switchboard_telemetry::GaugeGuard) {
+        *self.gauge.lock() = Some(guard);
     }
 
     /// Records the `initialize` outcome; a second `initialize` is refused.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_config::{Config, PrefixPolicy, ServerConfig};
 use switchboard_protocol::{encode_notification, to_raw, Notification};
+use switchboard_telemetry::{HealingIssue, HealingStatus, Metrics, MetricsConfig};
 use switchboard_upstream::{EventKind, Status, Upstream, UpstreamEvent};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -57,6 +58,11 @@ pub(crate) struct Shared {
     next_progress: AtomicI64,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    pub(crate) metrics: Metrics,
+    /// Per upstream, in config order: breaker, bulkhead, retry budget.
+    pub(crate) protection: Vec<crate::protect::Protection>,
+    /// Per upstream: down since its last ready, so the next ready is a heal.
+    was_down: Mutex<Vec<bool>>,
 }
 
 const EVENT_QUEUE: usize = 1024;
@@ -88,6 +94,9 @@ impl Shared {
             next_progress: AtomicI64::new(1),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            metrics: Metrics::new(MetricsConfig::default()),
+            protection: (0..n).map(|_| crate::protect::Protection::new()).collect(),
+            was_down: Mutex::new(vec![false; n]),
         });
         shared.publish(&[]);
         for i in 0..n {
@@ -309,7 +318,23 @@ impl Shared {
             return;
         };
         match event.kind {
-            EventKind::Ready(_) | EventKind::Down(_) => self.rediscover[i].notify_one(),
+            EventKind::Ready(_) => {
+                if std::mem::take(&mut self.was_down.lock()[i]) {
+                    self.metrics
+                        .record_healing_attempt(self.issue_of(i), HealingStatus::Success);
+                    self.metrics
+                        .record_upstream_restart(self.upstreams[i].name());
+                }
+                self.rediscover[i].notify_one();
+            }
+            EventKind::Down(_) => {
+                // A second Down without a Ready between is a failed reconnect.
+                if std::mem::replace(&mut self.was_down.lock()[i], true) {
+                    self.metrics
+                        .record_healing_attempt(self.issue_of(i), HealingStatus::Failure);
+                }
+                self.rediscover[i].notify_one();
+            }
             EventKind::Notification(n) => self.on_notification(i, n),
         }
     }
@@ -357,6 +382,70 @@ impl Shared {
                 "dropping unrelated upstream notification"
             ),
         }
+    }
+
+    pub(crate) fn breaker_state(&self, i: usize) -> switchboard_resilience::BreakerState {
+        self.protection
+            .get(i)
+            .map_or(switchboard_resilience::BreakerState::Closed, |p| p.state())
+    }
+
+    fn issue_of(&self, i: usize) -> HealingIssue {
+        match self.upstreams[i].config().transport {
+            switchboard_config::TransportConfig::Stdio(_) => HealingIssue::ProcessCrash,
+            _ => HealingIssue::ConnectionLost,
+        }
+    }
+
+    /// Adds a session under the `max_sessions` cap; it is counted in
+    /// `active_sessions_total` until its last reference is gone.
+    pub(crate) fn add_session(
+        &self,
+        session: Arc<Session>,
+    ) -> Result<(), switchboard_protocol::ErrorObject> {
+        session.track(self.metrics.track_session());
+        self.sessions.insert(session, self.server.max_sessions)
+    }
+
+    /// Scores each upstream and the whole gateway (0..1) for `/metrics` and
+    /// `/health`: 1 when up with a closed breaker, 0.5 when up with a
+    /// half-open breaker or still connecting, 0 when down or its breaker is
+    /// open; the system score is the mean (1 with no upstreams).
+    pub(crate) fn health_scores(&self) -> (Vec<f64>, f64) {
+        let scores: Vec<f64> = self
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let breaker = self.breaker_state(i);
+                match (u.status(), breaker) {
+                    (_, switchboard_resilience::BreakerState::Open) => 0.0,
+                    (Status::Ready(_), switchboard_resilience::BreakerState::Closed) => 1.0,
+                    (Status::Ready(_), switchboard_resilience::BreakerState::HalfOpen)
+                    | (Status::Connecting, _) => 0.5,
+                    _ => 0.0,
+                }
+            })
+            .collect();
+        let system = if scores.is_empty() {
+            1.0
+        } else {
+            scores.iter().sum::<f64>() / scores.len() as f64
+        };
+        (scores, system)
+    }
+
+    /// Sets the gauges that are read off current state rather than counted.
+    pub(crate) fn refresh_gauges(&self) {
+        let (scores, system) = self.health_scores();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            self.metrics
+                .set_upstream_up(u.name(), matches!(u.status(), Status::Ready(_)));
+            self.metrics.set_upstream_health_score(u.name(), scores[i]);
+            self.metrics
+                .set_breaker_state(u.name(), telemetry_state(self.breaker_state(i)));
+        }
+        self.metrics.set_system_health_score(system);
     }
 
     /// Subscribes `session` to `uri` on `upstream`, subscribing upstream only
@@ -437,6 +526,16 @@ impl Shared {
             if let Some(u) = catalog.resource(&uri) {
                 self.unsubscribe(session, u, &uri).await;
             }
+        }
+    }
+}
+
+fn telemetry_state(s: switchboard_resilience::BreakerState) -> switchboard_telemetry::BreakerState {
+    match s {
+        switchboard_resilience::BreakerState::Closed => switchboard_telemetry::BreakerState::Closed,
+        switchboard_resilience::BreakerState::Open => switchboard_telemetry::BreakerState::Open,
+        switchboard_resilience::BreakerState::HalfOpen => {
+            switchboard_telemetry::BreakerState::HalfOpen
         }
     }
 }

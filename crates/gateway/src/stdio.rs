@@ -70,8 +70,7 @@ where
 {
     let session = Arc::new(Session::new(RouteId::Federated, Transport::Stdio));
     shared
-        .sessions
-        .insert(session.clone(), usize::MAX)
+        .add_session(session.clone())
         .map_err(|e| std::io::Error::other(e.message))?;
     let out = session.standalone.clone();
     let writer = tokio::spawn(async move {

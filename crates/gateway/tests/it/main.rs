@@ -6,5 +6,6 @@ mod harness;
 
 mod errors;
 mod federation;
+mod observability;
 mod relay;
 mod transport;

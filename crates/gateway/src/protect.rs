@@ -1,0 +1,160 @@
+//! The protection every forwarded call passes through, per upstream:
+//! circuit breaker (outermost), bulkhead, then the call; safe calls are
+//! retried with backoff inside a retry budget.
+//!
+//! The order is written once, here: a breaker that is open refuses before a
+//! call takes a bulkhead slot, and each retry goes through the breaker again.
+
+use serde_json::json;
+use std::time::Duration;
+use switchboard_protocol::{code, ErrorObject, RawValue};
+use switchboard_resilience::{
+    Breaker, BreakerConfig, BreakerState, Bulkhead, BulkheadConfig, RetryBudget, RetryBudgetConfig,
+    RetryPolicy,
+};
+use switchboard_telemetry::{BreakerCall, Metrics};
+use switchboard_upstream::{CallError, CallOptions, Upstream};
+
+/// Calls in flight to one upstream before new ones wait.
+const MAX_IN_FLIGHT: usize = 256;
+/// Calls waiting for a slot before new ones are refused as overloaded.
+const MAX_QUEUED: usize = 1024;
+const MAX_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub(crate) struct Protection {
+    pub(crate) breaker: Breaker,
+    bulkhead: Bulkhead,
+    budget: RetryBudget,
+    retry: RetryPolicy,
+}
+
+impl Protection {
+    pub(crate) fn new() -> Self {
+        // The defaults of the resilience crate are valid by construction;
+        // its constructors only fail on hand-made configs.
+        Self {
+            breaker: Breaker::new(BreakerConfig::default())
+                .unwrap_or_else(|_| unreachable_config()),
+            bulkhead: Bulkhead::new(BulkheadConfig {
+                max_in_flight: MAX_IN_FLIGHT,
+                max_queued: MAX_QUEUED,
+                max_wait: MAX_QUEUE_WAIT,
+            })
+            .unwrap_or_else(|_| unreachable_config()),
+            budget: RetryBudget::new(RetryBudgetConfig::default())
+                .unwrap_or_else(|_| unreachable_config()),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Forwards one call. `safe` says the method may be repeated (reads, and
+    /// tools the upstream marks read-only or idempotent).
+    pub(crate) async fn call(
+        &self,
+        metrics: &Metrics,
+        upstream: &Upstream,
+        method: &str,
+        params: Box<RawValue>,
+        options: CallOptions,
+        safe: bool,
+    ) -> Result<Box<RawValue>, ErrorObject> {
+        if !safe {
+            return self
+                .attempt(metrics, upstream, method, params, options)
+                .await
+                .map_err(|a| a.error);
+        }
+        let result = switchboard_resilience::retry(
+            &self.retry,
+            &self.budget,
+            |a: &Attempt| a.retryable,
+            || self.attempt(metrics, upstream, method, params.clone(), options.clone()),
+        )
+        .await;
+        if result.is_ok() {
+            self.budget.deposit();
+        }
+        result.map_err(|a| a.error)
+    }
+
+    async fn attempt(
+        &self,
+        metrics: &Metrics,
+        upstream: &Upstream,
+        method: &str,
+        params: Box<RawValue>,
+        options: CallOptions,
+    ) -> Result<Box<RawValue>, Attempt> {
+        let name = upstream.name();
+        let permit = match self.breaker.try_acquire() {
+            Ok(p) => p,
+            Err(rejected) => {
+                metrics.record_breaker_call(name, BreakerCall::Rejected);
+                return Err(Attempt {
+                    error: ErrorObject::new(
+                        code::UPSTREAM_UNAVAILABLE,
+                        format!("upstream {name:?} is failing and not called: {rejected}"),
+                    )
+                    .with_data(json!({
+                        "upstream": name,
+                        "retryInMs": u64::try_from(rejected.retry_in.as_millis()).unwrap_or(u64::MAX),
+                    })),
+                    retryable: false,
+                });
+            }
+        };
+        let slot = self
+            .bulkhead
+            .acquire()
+            .await
+            .map_err(|overloaded| Attempt {
+                error: ErrorObject::new(
+                    code::OVERLOADED,
+                    format!("upstream {name:?} is {overloaded}"),
+                )
+                .with_data(json!({ "upstream": name })),
+                retryable: false,
+            })?;
+        let started = tokio::time::Instant::now();
+        let result = upstream.request(method, Some(params), options).await;
+        drop(slot);
+        let elapsed = started.elapsed();
+        match &result {
+            Err(CallError::Cancelled { .. }) => drop(permit),
+            Ok(_) => {
+                permit.success();
+                metrics.record_breaker_call(name, BreakerCall::Success(elapsed));
+            }
+            // The upstream answered: only its internal errors say it is unwell.
+            Err(CallError::Rpc { error, .. }) if error.code != code::INTERNAL_ERROR => {
+                permit.success();
+                metrics.record_breaker_call(name, BreakerCall::Success(elapsed));
+            }
+            Err(_) => {
+                permit.failure();
+                metrics.record_breaker_call(name, BreakerCall::Failure(elapsed));
+            }
+        }
+        result.map_err(|e| Attempt {
+            retryable: e.retryable(),
+            error: e.to_error_object(),
+        })
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+}
+
+/// One failed attempt and whether trying again could help.
+#[derive(Debug)]
+struct Attempt {
+    error: ErrorObject,
+    retryable: bool,
+}
+
+#[allow(clippy::panic)]
+fn unreachable_config<T>() -> T {
+    panic!("the resilience crate's default configuration is invalid")
+}
