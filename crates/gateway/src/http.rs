@@ -821,6 +821,7 @@ async fn ready(State(shared): State<App>) -> Response {
 }
 
 async fn health(State(shared): State<App>) -> Response {
+    let (_, score) = shared.health_scores();
     let upstreams: Vec<_> = shared
         .report()
         .into_iter()
@@ -836,6 +837,10 @@ async fn health(State(shared): State<App>) -> Response {
                 "transport": r.transport,
                 "status": status,
                 "error": error,
+                "breaker": r.breaker,
+                "health_score": r.health_score,
+                "restarts": r.restarts,
+                "latency_ms": r.latency_ms.map(|(n, p50, p95, p99)| json!({"samples": n, "p50": p50, "p95": p95, "p99": p99})),
                 "tools": r.tools,
                 "prompts": r.prompts,
                 "resources": r.resources,
@@ -850,6 +855,7 @@ async fn health(State(shared): State<App>) -> Response {
     };
     let body = json!({
         "status": status,
+        "health_score": score,
         "sessions": shared.sessions.len(),
         "upstreams": upstreams,
     });

@@ -5,7 +5,9 @@
 //! The order is written once, here: a breaker that is open refuses before a
 //! call takes a bulkhead slot, and each retry goes through the breaker again.
 
+use parking_lot::Mutex;
 use serde_json::json;
+use std::collections::VecDeque;
 use std::time::Duration;
 use switchboard_protocol::{code, ErrorObject, RawValue};
 use switchboard_resilience::{
@@ -21,12 +23,26 @@ const MAX_IN_FLIGHT: usize = 256;
 const MAX_QUEUED: usize = 1024;
 const MAX_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
+/// Recent call latencies kept per upstream for `/health` percentiles.
+const LATENCY_SAMPLES: usize = 512;
+
 #[derive(Debug)]
 pub(crate) struct Protection {
     pub(crate) breaker: Breaker,
     bulkhead: Bulkhead,
     budget: RetryBudget,
     retry: RetryPolicy,
+    /// The last `LATENCY_SAMPLES` call durations, oldest first.
+    latencies: Mutex<VecDeque<Duration>>,
+}
+
+/// Latency percentiles of an upstream's recent calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Percentiles {
+    pub(crate) samples: usize,
+    pub(crate) p50: Duration,
+    pub(crate) p95: Duration,
+    pub(crate) p99: Duration,
 }
 
 impl Protection {
@@ -45,7 +61,32 @@ impl Protection {
             budget: RetryBudget::new(RetryBudgetConfig::default())
                 .unwrap_or_else(|_| unreachable_config()),
             retry: RetryPolicy::default(),
+            latencies: Mutex::new(VecDeque::with_capacity(LATENCY_SAMPLES)),
         }
+    }
+
+    fn observe(&self, elapsed: Duration) {
+        let mut l = self.latencies.lock();
+        if l.len() == LATENCY_SAMPLES {
+            l.pop_front();
+        }
+        l.push_back(elapsed);
+    }
+
+    /// Percentiles over the recent calls; `None` before the first call.
+    pub(crate) fn percentiles(&self) -> Option<Percentiles> {
+        let mut v: Vec<Duration> = self.latencies.lock().iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Some(Percentiles {
+            samples: v.len(),
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+        })
     }
 
     /// Forwards one call. `safe` says the method may be repeated (reads, and
@@ -120,6 +161,7 @@ impl Protection {
         let result = upstream.request(method, Some(params), options).await;
         drop(slot);
         let elapsed = started.elapsed();
+        self.observe(elapsed);
         match &result {
             Err(CallError::Cancelled { .. }) => drop(permit),
             Ok(_) => {
@@ -144,6 +186,37 @@ impl Protection {
 
     pub(crate) fn state(&self) -> BreakerState {
         self.breaker.state()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_cover_the_recent_window_only() {
+        let p = Protection::new();
+        assert_eq!(p.percentiles(), None);
+        for ms in 1..=100u64 {
+            p.observe(Duration::from_millis(ms));
+        }
+        let q = p.percentiles().unwrap();
+        assert_eq!(
+            (q.samples, q.p50, q.p99),
+            (100, Duration::from_millis(51), Duration::from_millis(99))
+        );
+        for _ in 0..LATENCY_SAMPLES {
+            p.observe(Duration::from_millis(7));
+        }
+        let q = p.percentiles().unwrap();
+        assert_eq!(
+            (q.samples, q.p50, q.p99),
+            (
+                LATENCY_SAMPLES,
+                Duration::from_millis(7),
+                Duration::from_millis(7)
+            )
+        );
     }
 }
 

@@ -28,6 +28,14 @@ pub struct UpstreamReport {
     pub tools: usize,
     pub prompts: usize,
     pub resources: usize,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
+    /// 0..1, see [`Shared::health_scores`].
+    pub health_score: f64,
+    /// Times it came back after being down.
+    pub restarts: u64,
+    /// p50/p95/p99 of its recent calls, in milliseconds, and the sample count.
+    pub latency_ms: Option<(usize, f64, f64, f64)>,
 }
 
 /// Every route's catalog, replaced whole on any change.
@@ -63,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) protection: Vec<crate::protect::Protection>,
     /// Per upstream: down since its last ready, so the next ready is a heal.
     was_down: Mutex<Vec<bool>>,
+    /// Per upstream: how often it came back after being down.
+    restarts: Vec<std::sync::atomic::AtomicU64>,
 }
 
 const EVENT_QUEUE: usize = 1024;
@@ -97,6 +107,9 @@ impl Shared {
             metrics: Metrics::new(MetricsConfig::default()),
             protection: (0..n).map(|_| crate::protect::Protection::new()).collect(),
             was_down: Mutex::new(vec![false; n]),
+            restarts: (0..n)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
         });
         shared.publish(&[]);
         for i in 0..n {
@@ -135,6 +148,8 @@ impl Shared {
     }
 
     pub(crate) fn report(&self) -> Vec<UpstreamReport> {
+        let (scores, _) = self.health_scores();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         self.upstreams
             .iter()
             .enumerate()
@@ -147,6 +162,12 @@ impl Shared {
                     tools: offer.tools.len(),
                     prompts: offer.prompts.len(),
                     resources: offer.resources.len(),
+                    breaker: self.breaker_state(i).as_str(),
+                    health_score: scores[i],
+                    restarts: self.restarts[i].load(Ordering::Relaxed),
+                    latency_ms: self.protection[i]
+                        .percentiles()
+                        .map(|p| (p.samples, ms(p.p50), ms(p.p95), ms(p.p99))),
                 }
             })
             .collect()
