@@ -49,7 +49,7 @@ async fn serve(
     )?;
     tracing::info!(config = %config.origin, upstreams = config.upstreams.len(), "starting switchboard");
     let addr = config.server.listen;
-    let gateway = Gateway::start(config);
+    let gateway = Gateway::start(config)?;
     if stdio {
         gateway
             .serve_stdio(tokio::io::stdin(), tokio::io::stdout())
@@ -104,7 +104,7 @@ async fn check(args: ConfigArgs, timeout: Duration) -> Result<ExitCode> {
         config.origin,
         config.upstreams.len()
     );
-    let gateway = Gateway::start(config);
+    let gateway = Gateway::start(config)?;
     let all_up = gateway.settle(timeout).await;
     for r in gateway.report() {
         match &r.status {
@@ -138,7 +138,7 @@ async fn tools(args: ConfigArgs, url: Option<String>, json: bool) -> Result<Exit
             r
         }
         None => {
-            let gateway = Gateway::start(load(args, Overrides::default())?);
+            let gateway = Gateway::start(load(args, Overrides::default())?)?;
             gateway.settle(Duration::from_secs(20)).await;
             let list = gateway.tools();
             gateway.shutdown().await;

@@ -381,14 +381,120 @@ fn upstream(
             ))
         }
     };
+    let tool_timeouts = u
+        .tool_timeouts
+        .iter()
+        .map(|(glob, d)| {
+            let matcher = globset::Glob::new(glob)
+                .map_err(|e| {
+                    v.err(
+                        Some(d.span().start),
+                        field("tool_timeouts"),
+                        format!("bad glob {glob:?}: {e}"),
+                    )
+                })?
+                .compile_matcher();
+            Ok((
+                matcher,
+                v.duration(
+                    &Some(d.clone()),
+                    &field(&format!("tool_timeouts.{glob}")),
+                    defaults::TIMEOUT,
+                )?,
+            ))
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let count = |n: Option<u64>, f: &str, default: usize| -> Result<usize, ConfigError> {
+        match n {
+            None => Ok(default),
+            Some(0) => Err(v.err(Some(at), field(f), "must be at least 1")),
+            Some(n) => usize::try_from(n).map_err(|_| v.err(Some(at), field(f), "is too large")),
+        }
+    };
+    let b = &u.breaker;
+    let rate = b.failure_rate.unwrap_or(defaults::BREAKER_FAILURE_RATE);
+    if !(rate > 0.0 && rate <= 1.0) {
+        return Err(v.err(
+            Some(at),
+            field("breaker.failure_rate"),
+            "must be in (0, 1], e.g. 0.5",
+        ));
+    }
+    let positive_u32 = |n: Option<u32>, f: &str, default: u32| -> Result<u32, ConfigError> {
+        match n {
+            Some(0) => Err(v.err(Some(at), field(f), "must be at least 1")),
+            n => Ok(n.unwrap_or(default)),
+        }
+    };
+    let breaker = BreakerSettings {
+        consecutive_failures: positive_u32(
+            b.consecutive_failures,
+            "breaker.consecutive_failures",
+            defaults::BREAKER_CONSECUTIVE_FAILURES,
+        )?,
+        failure_rate: rate,
+        window: v.duration(
+            &b.window,
+            &field("breaker.window"),
+            defaults::BREAKER_WINDOW,
+        )?,
+        min_calls: positive_u32(
+            b.min_calls,
+            "breaker.min_calls",
+            defaults::BREAKER_MIN_CALLS,
+        )?,
+        open_base: v.duration(
+            &b.open_base,
+            &field("breaker.open_base"),
+            defaults::BREAKER_OPEN_BASE,
+        )?,
+        open_max: v.duration(
+            &b.open_max,
+            &field("breaker.open_max"),
+            defaults::BREAKER_OPEN_MAX,
+        )?,
+        half_open_trials: positive_u32(
+            b.half_open_trials,
+            "breaker.half_open_trials",
+            defaults::BREAKER_HALF_OPEN_TRIALS,
+        )?,
+    };
+    if breaker.open_max < breaker.open_base {
+        return Err(v.err(
+            Some(at),
+            field("breaker.open_max"),
+            "must not be shorter than breaker.open_base",
+        ));
+    }
+    let timeout = v.duration(&u.timeout, &field("timeout"), defaults::TIMEOUT)?;
+    let max_timeout = v.duration(&u.max_timeout, &field("max_timeout"), defaults::MAX_TIMEOUT)?;
+    if max_timeout < timeout {
+        return Err(v.err(
+            Some(at),
+            field("max_timeout"),
+            "must not be shorter than timeout",
+        ));
+    }
+    let interval = v.duration(
+        &u.health_check_interval,
+        &field("health_check_interval"),
+        defaults::HEALTH_CHECK_INTERVAL,
+    )?;
     Ok(UpstreamConfig {
+        tool_timeouts,
+        max_timeout,
+        health_check_interval: (!interval.is_zero()).then_some(interval),
+        max_in_flight: count(u.max_in_flight, "max_in_flight", defaults::MAX_IN_FLIGHT)?,
+        max_queued: count(u.max_queued, "max_queued", defaults::MAX_QUEUED)?,
+        retries: u.retries.unwrap_or(defaults::RETRIES),
+        breaker,
         name,
         transport,
         prefix,
         tools: filter(u.tools, "tools")?,
         prompts: filter(u.prompts, "prompts")?,
         resources: filter(u.resources, "resources")?,
-        timeout: v.duration(&u.timeout, &field("timeout"), defaults::TIMEOUT)?,
+        timeout,
         connect_timeout: v.duration(
             &u.connect_timeout,
             &field("connect_timeout"),
@@ -457,6 +563,9 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nprefix = \"sometimes\"", &["test.toml:4", "prefix", "conditional"]),
             ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/\"\ntransport = \"ws\"", &["upstreams[0].transport", "\"sse\""]),
             ("[server]\nseparator = \"::\"", &["server.separator", "[A-Za-z0-9_.-]"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nbreaker = { failure_rate = 2.0 }", &["upstreams[0].breaker.failure_rate", "(0, 1]"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\ntimeout = \"60s\"\nmax_timeout = \"10s\"", &["upstreams[0].max_timeout", "shorter than timeout"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nbreaker = { colour = 1 }", &["unknown field", "colour"]),
             ("[server]\nresponse_mode = \"json\"", &["test.toml:2", "server.response_mode", "\"sse\""]),
             ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/\"\ntools = { allow = [\"[\"] }", &["upstreams[0].tools", "bad glob"]),
         ];
@@ -476,6 +585,22 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
             panic!()
         };
         assert_eq!(s.program, "/usr/bin/switchboard");
+    }
+
+    #[test]
+    fn per_tool_timeouts_override_the_upstream_timeout_by_glob() {
+        let c = check("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\ntimeout = \"10s\"\ntool_timeouts = { \"render_*\" = \"5m\" }\nhealth_check_interval = \"0s\"").unwrap();
+        let u = &c.upstreams[0];
+        assert_eq!(
+            u.timeout_for_tool("render_pdf"),
+            std::time::Duration::from_secs(300)
+        );
+        assert_eq!(
+            u.timeout_for_tool("search"),
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(u.health_check_interval, None, "0s disables pings");
+        assert_eq!(u.retries, defaults::RETRIES);
     }
 
     #[test]

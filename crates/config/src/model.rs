@@ -17,6 +17,19 @@ pub mod defaults {
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const SEPARATOR: &str = "__";
     pub const TIMEOUT: Duration = Duration::from_secs(60);
+    /// Hard cap on a call whose timeout is extended by progress notifications.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+    pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+    pub const MAX_IN_FLIGHT: usize = 256;
+    pub const MAX_QUEUED: usize = 1024;
+    pub const RETRIES: u32 = 2;
+    pub const BREAKER_CONSECUTIVE_FAILURES: u32 = 5;
+    pub const BREAKER_FAILURE_RATE: f64 = 0.5;
+    pub const BREAKER_WINDOW: Duration = Duration::from_secs(30);
+    pub const BREAKER_MIN_CALLS: u32 = 20;
+    pub const BREAKER_OPEN_BASE: Duration = Duration::from_secs(5);
+    pub const BREAKER_OPEN_MAX: Duration = Duration::from_secs(300);
+    pub const BREAKER_HALF_OPEN_TRIALS: u32 = 3;
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
@@ -71,6 +84,39 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_response_bytes: usize,
+    /// Per-tool overrides of `timeout`, first matching glob wins.
+    pub tool_timeouts: Vec<(globset::GlobMatcher, Duration)>,
+    /// Progress notifications extend a call's timeout, up to this.
+    pub max_timeout: Duration,
+    /// How often an idle upstream is pinged; `None` disables pings.
+    pub health_check_interval: Option<Duration>,
+    pub max_in_flight: usize,
+    pub max_queued: usize,
+    /// Extra attempts for calls that are safe to repeat (0 disables retries).
+    pub retries: u32,
+    pub breaker: BreakerSettings,
+}
+
+impl UpstreamConfig {
+    /// The timeout for one tool: its override, else the upstream's.
+    pub fn timeout_for_tool(&self, tool: &str) -> Duration {
+        self.tool_timeouts
+            .iter()
+            .find(|(g, _)| g.is_match(tool))
+            .map_or(self.timeout, |(_, d)| *d)
+    }
+}
+
+/// Circuit-breaker thresholds of one upstream (see the README).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerSettings {
+    pub consecutive_failures: u32,
+    pub failure_rate: f64,
+    pub window: Duration,
+    pub min_calls: u32,
+    pub open_base: Duration,
+    pub open_max: Duration,
+    pub half_open_trials: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -51,6 +51,28 @@ pub(crate) struct RawUpstream {
     pub(crate) connect_timeout: Option<Spanned<String>>,
     pub(crate) max_response_bytes: Option<u64>,
     pub(crate) enabled: Option<bool>,
+    /// Per-tool timeouts: glob over the upstream's tool names → duration.
+    #[serde(default)]
+    pub(crate) tool_timeouts: BTreeMap<String, Spanned<String>>,
+    pub(crate) max_timeout: Option<Spanned<String>>,
+    pub(crate) health_check_interval: Option<Spanned<String>>,
+    pub(crate) max_in_flight: Option<u64>,
+    pub(crate) max_queued: Option<u64>,
+    pub(crate) retries: Option<u32>,
+    #[serde(default)]
+    pub(crate) breaker: RawBreaker,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBreaker {
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) failure_rate: Option<f64>,
+    pub(crate) window: Option<Spanned<String>>,
+    pub(crate) min_calls: Option<u32>,
+    pub(crate) open_base: Option<Spanned<String>>,
+    pub(crate) open_max: Option<Spanned<String>>,
+    pub(crate) half_open_trials: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

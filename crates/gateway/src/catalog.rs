@@ -39,6 +39,10 @@ pub(crate) struct Offer {
     /// names may still be readable there.
     pub(crate) has_resources: bool,
     pub(crate) instructions: Option<String>,
+    /// False for the last known offer of an upstream that is down: it is left
+    /// out of lists but still routes, so calls to its names fail with "upstream
+    /// unavailable" (naming it) rather than "unknown tool".
+    pub(crate) live: bool,
 }
 
 impl Offer {
@@ -67,6 +71,7 @@ impl Offer {
             templates: by(templates, "uriTemplate", &cfg.resources),
             has_resources: false,
             instructions: None,
+            live: true,
         }
     }
 }
@@ -130,14 +135,18 @@ impl Catalog {
                     continue;
                 }
                 resources.insert(uri.to_owned(), m.index);
-                resources_list.push(r.clone());
+                if m.offer.live {
+                    resources_list.push(r.clone());
+                }
             }
             for t in &m.offer.templates {
                 let Some(tpl) = t.get("uriTemplate").and_then(Value::as_str) else {
                     continue;
                 };
                 templates.push((UriTemplate::parse(tpl), m.index));
-                templates_list.push(t.clone());
+                if m.offer.live {
+                    templates_list.push(t.clone());
+                }
             }
         }
         Self {
@@ -248,7 +257,9 @@ fn expose<'a>(
                 _ => Map::new(),
             };
             entry.insert("name".into(), Value::String(exposed.clone()));
-            list.push(Value::Object(entry));
+            if m.offer.live {
+                list.push(Value::Object(entry));
+            }
             reverse.insert((m.index, name.to_owned()), exposed.clone());
             let hint = |k: &str| {
                 v.pointer(&format!("/annotations/{k}"))
@@ -335,6 +346,7 @@ mod tests {
             templates: vec![],
             has_resources: !resources.is_empty(),
             instructions: None,
+            live: true,
         }
     }
 
@@ -445,6 +457,25 @@ mod tests {
             "__",
         );
         assert!(c.tools_result.get().contains("\"$defs\":{}"));
+    }
+
+    #[test]
+    fn a_down_upstreams_names_leave_the_lists_but_still_route_to_it() {
+        let mut a = offer(&["search"], &["p"], &["file:///x"]);
+        a.live = false;
+        let c = Catalog::build(
+            &[Member {
+                index: 0,
+                name: "a",
+                prefix: PrefixPolicy::Always,
+                offer: &a,
+            }],
+            "__",
+        );
+        assert!(names(&c.tools_result, "tools").is_empty());
+        assert!(names(&c.prompts_result, "prompts").is_empty());
+        assert_eq!(c.tool("a__search").unwrap().upstream, 0);
+        assert_eq!(c.resource("file:///x"), Some(0));
     }
 
     #[test]

@@ -379,10 +379,16 @@ async fn forward(
         progress_token: downstream_token,
         timeout: upstream.config().timeout,
     });
+    let timeout = match (method, params.get("name").and_then(Value::as_str)) {
+        ("tools/call", Some(tool)) if !upstream.config().tool_timeouts.is_empty() => {
+            Some(upstream.config().timeout_for_tool(tool))
+        }
+        _ => None,
+    };
     let options = CallOptions {
         context: Some(context),
         cancel,
-        timeout: None,
+        timeout,
     };
     protection
         .call(

@@ -37,6 +37,17 @@ use tokio::net::TcpListener;
 pub use state::UpstreamReport;
 pub use switchboard_upstream::Status as UpstreamStatus;
 
+/// Why a gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    #[error("upstream {upstream:?}: {source}")]
+    Protection {
+        upstream: String,
+        source: switchboard_resilience::ConfigError,
+    },
+}
+
 /// A running gateway.
 #[derive(Debug, Clone)]
 pub struct Gateway {
@@ -45,10 +56,10 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts the upstreams (in the background) and the catalog tasks.
-    pub fn start(config: Config) -> Self {
-        Self {
-            shared: state::Shared::start(config),
-        }
+    pub fn start(config: Config) -> Result<Self, GatewayError> {
+        Ok(Self {
+            shared: state::Shared::start(config)?,
+        })
     }
 
     /// The HTTP application, for serving or for in-process tests.

@@ -9,7 +9,9 @@ use parking_lot::Mutex;
 use serde_json::json;
 use std::collections::VecDeque;
 use std::time::Duration;
+use switchboard_config::UpstreamConfig;
 use switchboard_protocol::{code, ErrorObject, RawValue};
+use switchboard_resilience::ConfigError;
 use switchboard_resilience::{
     Breaker, BreakerConfig, BreakerState, Bulkhead, BulkheadConfig, RetryBudget, RetryBudgetConfig,
     RetryPolicy,
@@ -17,10 +19,7 @@ use switchboard_resilience::{
 use switchboard_telemetry::{BreakerCall, Metrics};
 use switchboard_upstream::{CallError, CallOptions, Upstream};
 
-/// Calls in flight to one upstream before new ones wait.
-const MAX_IN_FLIGHT: usize = 256;
-/// Calls waiting for a slot before new ones are refused as overloaded.
-const MAX_QUEUED: usize = 1024;
+/// How long a call may wait for a bulkhead slot before it is refused.
 const MAX_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 /// Recent call latencies kept per upstream for `/health` percentiles.
@@ -46,23 +45,32 @@ pub(crate) struct Percentiles {
 }
 
 impl Protection {
-    pub(crate) fn new() -> Self {
-        // The defaults of the resilience crate are valid by construction;
-        // its constructors only fail on hand-made configs.
-        Self {
-            breaker: Breaker::new(BreakerConfig::default())
-                .unwrap_or_else(|_| unreachable_config()),
+    /// Builds the protection of one upstream from its validated config.
+    pub(crate) fn new(cfg: &UpstreamConfig) -> Result<Self, ConfigError> {
+        let b = &cfg.breaker;
+        Ok(Self {
+            breaker: Breaker::new(BreakerConfig {
+                consecutive_failures: b.consecutive_failures,
+                failure_rate: b.failure_rate,
+                window: b.window,
+                min_calls: b.min_calls,
+                open_base: b.open_base,
+                open_max: b.open_max,
+                half_open_trials: b.half_open_trials,
+                half_open_successes: b.half_open_trials,
+            })?,
             bulkhead: Bulkhead::new(BulkheadConfig {
-                max_in_flight: MAX_IN_FLIGHT,
-                max_queued: MAX_QUEUED,
+                max_in_flight: cfg.max_in_flight,
+                max_queued: cfg.max_queued,
                 max_wait: MAX_QUEUE_WAIT,
-            })
-            .unwrap_or_else(|_| unreachable_config()),
-            budget: RetryBudget::new(RetryBudgetConfig::default())
-                .unwrap_or_else(|_| unreachable_config()),
-            retry: RetryPolicy::default(),
+            })?,
+            budget: RetryBudget::new(RetryBudgetConfig::default())?,
+            retry: RetryPolicy {
+                attempts: cfg.retries + 1,
+                ..RetryPolicy::default()
+            },
             latencies: Mutex::new(VecDeque::with_capacity(LATENCY_SAMPLES)),
-        }
+        })
     }
 
     fn observe(&self, elapsed: Duration) {
@@ -100,7 +108,7 @@ impl Protection {
         options: CallOptions,
         safe: bool,
     ) -> Result<Box<RawValue>, ErrorObject> {
-        if !safe {
+        if !safe || self.retry.attempts <= 1 {
             return self
                 .attempt(metrics, upstream, method, params, options)
                 .await
@@ -195,7 +203,9 @@ mod tests {
 
     #[test]
     fn percentiles_cover_the_recent_window_only() {
-        let p = Protection::new();
+        let cfg = switchboard_config::parse("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]", "t")
+            .unwrap();
+        let p = Protection::new(&cfg.upstreams[0]).unwrap();
         assert_eq!(p.percentiles(), None);
         for ms in 1..=100u64 {
             p.observe(Duration::from_millis(ms));
@@ -225,9 +235,4 @@ mod tests {
 struct Attempt {
     error: ErrorObject,
     retryable: bool,
-}
-
-#[allow(clippy::panic)]
-fn unreachable_config<T>() -> T {
-    panic!("the resilience crate's default configuration is invalid")
 }

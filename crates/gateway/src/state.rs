@@ -79,7 +79,19 @@ const EVENT_QUEUE: usize = 1024;
 
 impl Shared {
     /// Starts every upstream and the tasks that keep the catalog current.
-    pub(crate) fn start(config: Config) -> Arc<Self> {
+    pub(crate) fn start(config: Config) -> Result<Arc<Self>, crate::GatewayError> {
+        let protection = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                crate::protect::Protection::new(u).map_err(|source| {
+                    crate::GatewayError::Protection {
+                        upstream: u.name.clone(),
+                        source,
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let upstreams: Vec<Upstream> = config
             .upstreams
@@ -105,7 +117,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             metrics: Metrics::new(MetricsConfig::default()),
-            protection: (0..n).map(|_| crate::protect::Protection::new()).collect(),
+            protection,
             was_down: Mutex::new(vec![false; n]),
             restarts: (0..n)
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
@@ -117,7 +129,7 @@ impl Shared {
         }
         shared.tasks.spawn(event_loop(shared.clone(), rx));
         shared.tasks.spawn(reaper(shared.clone()));
-        shared
+        Ok(shared)
     }
 
     pub(crate) fn catalog(&self, route: RouteId) -> Arc<Catalog> {
@@ -318,7 +330,12 @@ impl Shared {
                 );
                 offer
             }
-            _ => Offer::default(),
+            // Keep routing to a down upstream's last offer (calls then fail
+            // with "unavailable", naming it), but leave it out of lists.
+            _ => Offer {
+                live: false,
+                ..(*self.offer(i)).clone()
+            },
         };
         if let Some(slot) = self.offers.lock().get_mut(i) {
             *slot = Arc::new(offer);
@@ -345,6 +362,7 @@ impl Shared {
                         .record_healing_attempt(self.issue_of(i), HealingStatus::Success);
                     self.metrics
                         .record_upstream_restart(self.upstreams[i].name());
+                    self.restarts[i].fetch_add(1, Ordering::Relaxed);
                 }
                 self.rediscover[i].notify_one();
             }

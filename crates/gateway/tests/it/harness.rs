@@ -87,7 +87,7 @@ impl TestGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         config.server.listen = listener.local_addr().unwrap();
         let base = format!("http://{}", config.server.listen);
-        let gateway = Gateway::start(config);
+        let gateway = Gateway::start(config).expect("gateway starts");
         gateway.settle(Duration::from_secs(30)).await;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(gateway.clone().serve(listener, async move {

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod chaos;
 mod errors;
 mod federation;
 mod observability;

@@ -162,7 +162,7 @@ async fn a_legacy_sse_client_gets_the_endpoint_then_responses_on_the_stream() {
 #[tokio::test]
 async fn stdio_mode_serves_one_session_over_a_pipe() {
     let config = switchboard_config::parse(&fake_stdio("a", ""), "test.toml").unwrap();
-    let gateway = switchboard_gateway::Gateway::start(config);
+    let gateway = switchboard_gateway::Gateway::start(config).expect("gateway starts");
     gateway.settle(Duration::from_secs(30)).await;
     let (client_end, server_end) = tokio::io::duplex(1 << 16);
     let (server_read, server_write) = tokio::io::split(server_end);
