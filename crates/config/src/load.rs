@@ -480,7 +480,35 @@ fn upstream(
         &field("health_check_interval"),
         defaults::HEALTH_CHECK_INTERVAL,
     )?;
+    let cache = match u.cache {
+        None => None,
+        Some(c) => {
+            let ttl = v.duration(&Some(c.ttl.clone()), &field("cache.ttl"), defaults::TIMEOUT)?;
+            if ttl.is_zero() {
+                return Err(v.err(
+                    Some(c.ttl.span().start),
+                    field("cache.ttl"),
+                    "must be more than 0; remove [cache] to disable caching",
+                ));
+            }
+            if c.tools.is_empty() && !c.resources {
+                return Err(v.err(
+                    Some(at),
+                    field("cache"),
+                    "caches nothing: list `tools` globs and/or set `resources = true`",
+                ));
+            }
+            let tools = NameFilter::new(Some(c.tools), vec![])
+                .map_err(|e| v.err(Some(at), field("cache.tools"), format!("bad glob: {e}")))?;
+            Some(CacheSettings {
+                ttl,
+                tools,
+                resources: c.resources,
+            })
+        }
+    };
     Ok(UpstreamConfig {
+        cache,
         tool_timeouts,
         max_timeout,
         health_check_interval: (!interval.is_zero()).then_some(interval),
@@ -566,6 +594,8 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nbreaker = { failure_rate = 2.0 }", &["upstreams[0].breaker.failure_rate", "(0, 1]"]),
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\ntimeout = \"60s\"\nmax_timeout = \"10s\"", &["upstreams[0].max_timeout", "shorter than timeout"]),
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nbreaker = { colour = 1 }", &["unknown field", "colour"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\ncache = { ttl = \"30s\" }", &["upstreams[0].cache", "caches nothing"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\ncache = { ttl = \"0s\", resources = true }", &["test.toml:4", "upstreams[0].cache.ttl", "more than 0"]),
             ("[server]\nresponse_mode = \"json\"", &["test.toml:2", "server.response_mode", "\"sse\""]),
             ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/\"\ntools = { allow = [\"[\"] }", &["upstreams[0].tools", "bad glob"]),
         ];

@@ -95,6 +95,19 @@ pub struct UpstreamConfig {
     /// Extra attempts for calls that are safe to repeat (0 disables retries).
     pub retries: u32,
     pub breaker: BreakerSettings,
+    /// Response caching; `None` (the default) caches nothing.
+    pub cache: Option<CacheSettings>,
+}
+
+/// What of an upstream's answers the gateway may cache, and for how long.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub ttl: Duration,
+    /// Tools whose results may be cached (globs over the upstream's names);
+    /// only tools that also declare `readOnlyHint: true` are ever cached.
+    pub tools: NameFilter,
+    /// Whether `resources/read` results are cached.
+    pub resources: bool,
 }
 
 impl UpstreamConfig {

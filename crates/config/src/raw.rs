@@ -61,6 +61,17 @@ pub(crate) struct RawUpstream {
     pub(crate) retries: Option<u32>,
     #[serde(default)]
     pub(crate) breaker: RawBreaker,
+    pub(crate) cache: Option<RawCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub(crate) ttl: Spanned<String>,
+    #[serde(default)]
+    pub(crate) tools: Vec<String>,
+    #[serde(default)]
+    pub(crate) resources: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

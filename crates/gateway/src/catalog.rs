@@ -85,6 +85,8 @@ pub(crate) struct Target {
     /// Whether calling it twice is harmless, so a failed call may be retried:
     /// prompts always; tools the upstream marks read-only or idempotent.
     pub(crate) safe: bool,
+    /// Whether the upstream marks it `readOnlyHint: true` (cacheable).
+    pub(crate) read_only: bool,
 }
 
 /// A member of a route, as the catalog builder sees it.
@@ -266,13 +268,15 @@ fn expose<'a>(
                     .and_then(Value::as_bool)
                     == Some(true)
             };
-            let safe = what == "prompts" || hint("readOnlyHint") || hint("idempotentHint");
+            let read_only = hint("readOnlyHint");
+            let safe = what == "prompts" || read_only || hint("idempotentHint");
             index.insert(
                 exposed,
                 Target {
                     upstream: m.index,
                     name: name.into(),
                     safe,
+                    read_only,
                 },
             );
         }
@@ -413,6 +417,7 @@ mod tests {
                 upstream: 3,
                 name: "search".into(),
                 safe: false,
+                read_only: false,
             })
         );
         assert_eq!(c.prompt("docs.greet").unwrap().name.as_ref(), "greet");

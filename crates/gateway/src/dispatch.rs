@@ -14,7 +14,9 @@ use switchboard_protocol::{
     encode_error, encode_notification, encode_result, params_object, to_raw, version, ErrorObject,
     Message, Notification, RawValue, Request, ResponsePayload,
 };
-use switchboard_telemetry::{McpMethod, McpStatus, ToolCallStatus};
+use switchboard_telemetry::{CacheName, McpMethod, McpStatus, ToolCallStatus};
+
+use crate::cache;
 use switchboard_upstream::{CallOptions, RequestContext};
 
 use crate::catalog::RouteId;
@@ -159,7 +161,15 @@ async fn route(
             .clone();
             p.insert("name".into(), Value::String(target.name.to_string()));
             let started = tokio::time::Instant::now();
-            let outcome = forward(
+            let upstream_cfg = shared.upstreams[target.upstream].config();
+            let key = match &upstream_cfg.cache {
+                Some(c) if is_tool && target.read_only && c.tools.permits(&target.name) => {
+                    cache::tool_key(&upstream_cfg.name, &target.name, p.get("arguments"))
+                        .map(|k| (k, c.ttl))
+                }
+                _ => None,
+            };
+            let call = forward(
                 shared,
                 session,
                 sink,
@@ -168,8 +178,8 @@ async fn route(
                 p,
                 cancel,
                 target.safe,
-            )
-            .await;
+            );
+            let outcome = cached(shared, key, CacheName::ToolResult, call).await;
             if is_tool {
                 shared.metrics.record_tool_call(
                     shared.upstreams[target.upstream].name(),
@@ -199,7 +209,13 @@ async fn route(
             })?;
             match request.method.as_str() {
                 "resources/read" => {
-                    forward(
+                    let cfg = shared.upstreams[upstream].config();
+                    let key = cfg
+                        .cache
+                        .as_ref()
+                        .filter(|c| c.resources)
+                        .map(|c| (cache::resource_key(&cfg.name, &uri), c.ttl));
+                    let call = forward(
                         shared,
                         session,
                         sink,
@@ -208,8 +224,8 @@ async fn route(
                         p,
                         cancel,
                         true,
-                    )
-                    .await
+                    );
+                    cached(shared, key, CacheName::ResourceRead, call).await
                 }
                 "resources/subscribe" => {
                     shared
@@ -276,6 +292,43 @@ async fn route(
             .await
         }
         other => Err(ErrorObject::method_not_found(other)),
+    }
+}
+
+/// Serves `call` through the response cache when `key` is set: a fresh entry
+/// answers at once; a miss calls and stores a successful answer; when the
+/// upstream is unavailable (down, or its breaker open), the last good answer
+/// is served marked stale in `_meta`.
+async fn cached(
+    shared: &Shared,
+    key: Option<(String, Duration)>,
+    which: CacheName,
+    call: impl std::future::Future<Output = Outcome>,
+) -> Outcome {
+    let Some((key, ttl)) = key else {
+        return call.await;
+    };
+    let entry = shared.cache.get(&key).await;
+    if let Some(e) = entry.as_ref().filter(|e| e.is_fresh()) {
+        shared.metrics.record_cache_hit(which);
+        return Ok(e.value.as_ref().to_owned());
+    }
+    shared.metrics.record_cache_miss(which);
+    match call.await {
+        Ok(result) => {
+            if !result.get().contains("\"isError\":true") {
+                shared
+                    .cache
+                    .put(key, cache::Cached::new(&result, ttl))
+                    .await;
+            }
+            Ok(result)
+        }
+        Err(e) if e.code == code::UPSTREAM_UNAVAILABLE => match entry {
+            Some(stale) => Ok(cache::mark_stale(&stale.value, stale.age(), &e.message)),
+            None => Err(e),
+        },
+        Err(e) => Err(e),
     }
 }
 

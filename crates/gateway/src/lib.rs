@@ -18,6 +18,7 @@
 //! - Every per-client structure is bounded: sessions, pending server→client
 //!   requests, stream buffers, retained streams.
 
+mod cache;
 mod catalog;
 mod dispatch;
 mod http;

@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) metrics: Metrics,
+    /// Cached answers of read-only tools and resource reads (opt-in per upstream).
+    pub(crate) cache: Arc<dyn crate::cache::ResponseCache>,
     /// Per upstream, in config order: breaker, bulkhead, retry budget.
     pub(crate) protection: Vec<crate::protect::Protection>,
     /// Per upstream: down since its last ready, so the next ready is a heal.
@@ -76,6 +78,8 @@ pub(crate) struct Shared {
 }
 
 const EVENT_QUEUE: usize = 1024;
+/// Bytes of cached answers kept in memory at most.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Shared {
     /// Starts every upstream and the tasks that keep the catalog current.
@@ -117,6 +121,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             metrics: Metrics::new(MetricsConfig::default()),
+            cache: Arc::new(crate::cache::MemoryCache::new(CACHE_BYTES)),
             protection,
             was_down: Mutex::new(vec![false; n]),
             restarts: (0..n)
@@ -392,6 +397,11 @@ impl Shared {
                 let Some(uri) = params.get("uri").and_then(Value::as_str) else {
                     return;
                 };
+                // A cached read of this resource is now out of date.
+                let key = crate::cache::resource_key(self.upstreams[i].name(), uri);
+                let cache = self.cache.clone();
+                self.tasks
+                    .spawn(async move { cache.invalidate(&key).await });
                 let bytes = bytes::Bytes::from(encode_notification(&n.method, n.params.as_deref()));
                 for s in self.sessions.all() {
                     if s.subscriptions.lock().contains(uri) && self.catalog(s.route).includes(i) {

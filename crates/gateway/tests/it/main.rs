@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod cache;
 mod chaos;
 mod errors;
 mod federation;

@@ -73,6 +73,12 @@ pub(super) fn list(extra: usize, added: &[String]) -> Vec<Tool> {
             empty(),
         ),
         Tool::new(
+            "call_count",
+            "Returns how many tool calls this process has received (read-only, so callers may cache it)",
+            empty(),
+        )
+        .annotate(rmcp::model::ToolAnnotations::default().read_only(true)),
+        Tool::new(
             "fail",
             "Fails with JSON-RPC error -32603 \"fake failure\"",
             empty(),
@@ -197,6 +203,7 @@ pub(super) async fn call(
         "add" => add(&args),
         "slow" => slow(server, &args, &cx).await,
         "cancelled_count" => Ok(text(shared.cancelled.load(Ordering::Relaxed).to_string())),
+        "call_count" => Ok(text(shared.calls.load(Ordering::Relaxed).to_string())),
         "fail" => Err(ErrorData::internal_error("fake failure", None)),
         "tool_error" => Ok(CallToolResult::error(vec![ContentBlock::text(
             "fake tool error",
