@@ -15,6 +15,7 @@ use switchboard_protocol::{
     Message, Notification, RawValue, Request, ResponsePayload,
 };
 use switchboard_telemetry::{CacheName, McpMethod, McpStatus, ToolCallStatus};
+use tracing::Instrument;
 
 use crate::cache;
 use switchboard_upstream::{CallOptions, RequestContext};
@@ -71,11 +72,27 @@ pub(crate) async fn handle_request(
     session.touch();
     let id = request.id.clone();
     let method = request.method.clone();
+    // One span per downstream request; arguments are never recorded.
+    let span = tracing::info_span!(
+        "mcp.request",
+        otel.kind = "server",
+        mcp.method = %method,
+        mcp.session = %session.id,
+        mcp.request_id = %id,
+        otel.status_code = tracing::field::Empty,
+    );
     let cancel = session.begin(&id);
-    let outcome = tokio::select! {
-        r = route(shared, session, request, sink, cancel.clone()) => r,
-        _ = cancel.cancelled() => Err(ErrorObject::new(switchboard_protocol::code::REQUEST_CANCELLED, "request cancelled")),
-    };
+    let outcome = async {
+        tokio::select! {
+            r = route(shared, session, request, sink, cancel.clone()) => r,
+            _ = cancel.cancelled() => Err(ErrorObject::new(switchboard_protocol::code::REQUEST_CANCELLED, "request cancelled")),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    if outcome.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
     session.end(&id);
     let status = if outcome.is_ok() {
         McpStatus::Ok
@@ -443,6 +460,18 @@ async fn forward(
         cancel,
         timeout,
     };
+    let tool = params
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let span = tracing::info_span!(
+        "mcp.upstream_call",
+        otel.kind = "client",
+        upstream = upstream.name(),
+        mcp.method = method,
+        mcp.tool = %tool,
+    );
     protection
         .call(
             &shared.metrics,
@@ -452,6 +481,7 @@ async fn forward(
             options,
             safe,
         )
+        .instrument(span)
         .await
 }
 
