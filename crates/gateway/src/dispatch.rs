@@ -460,11 +460,15 @@ async fn forward(
         cancel,
         timeout,
     };
-    let tool = params
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    // Prompt names and URIs are not tools: only tools/call carries mcp.tool.
+    let tool = match method {
+        "tools/call" => params
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        _ => "",
+    }
+    .to_owned();
     let span = tracing::info_span!(
         "mcp.upstream_call",
         otel.kind = "client",
