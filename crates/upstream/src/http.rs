@@ -22,6 +22,7 @@ use switchboard_protocol::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::deadline::{self, Budget, ProgressWatch, Stop};
 use crate::handshake;
 use crate::line::scan_id;
 use crate::route::Shared;
@@ -159,13 +160,14 @@ pub(crate) async fn connect(
 
 impl HttpSession {
     /// Forwards one request and waits for its answer, the cancel token or the
-    /// timeout.
+    /// deadline; progress on the request's stream restarts its timeout
+    /// within `budget.max`.
     pub(crate) async fn request(
         self: &Arc<Self>,
         method: &str,
         params: Option<Box<RawValue>>,
         options: &CallOptions,
-        timeout: Duration,
+        budget: Budget,
     ) -> Result<Box<RawValue>, CallError> {
         if self.closed.is_cancelled() {
             return Err(self.shared.unavailable(self.close_reason()));
@@ -178,19 +180,26 @@ impl HttpSession {
             id,
             reason: Some("request abandoned by the gateway"),
         };
-        let exchange = self.exchange(id, body, options.context.clone());
-        tokio::select! {
-            r = exchange => {
+        let progress = ProgressWatch::for_params(params.as_deref());
+        let exchange = self.exchange(id, body, options.context.clone(), progress.as_ref());
+        let notify = progress.as_ref().map(|p| &p.notify);
+        match deadline::race(exchange, &options.cancel, budget, notify).await {
+            Ok(r) => {
                 guard.reason = None;
                 r
             }
-            _ = options.cancel.cancelled() => {
+            Err(Stop::Cancelled) => {
                 guard.reason = Some("cancelled by the client");
-                Err(CallError::Cancelled { upstream: self.shared.name.clone() })
+                Err(CallError::Cancelled {
+                    upstream: self.shared.name.clone(),
+                })
             }
-            _ = tokio::time::sleep(timeout) => {
+            Err(Stop::TimedOut(after)) => {
                 guard.reason = Some("timed out");
-                Err(CallError::Timeout { upstream: self.shared.name.clone(), after: timeout })
+                Err(CallError::Timeout {
+                    upstream: self.shared.name.clone(),
+                    after,
+                })
             }
         }
     }
@@ -299,7 +308,7 @@ impl HttpSession {
                 .get(SESSION_HEADER)
                 .filter(|v| valid_session_id(v.as_bytes()))
                 .cloned();
-            let result = self.read_response(resp, id, None).await?;
+            let result = self.read_response(resp, id, None, None).await?;
             let info = handshake::parse_result(&result).map_err(|e| self.shared.protocol(e))?;
             {
                 let mut st = self.state.write();
@@ -383,6 +392,7 @@ impl HttpSession {
         id: i64,
         body: Vec<u8>,
         context: Option<Arc<dyn RequestContext>>,
+        progress: Option<&ProgressWatch>,
     ) -> Result<Box<RawValue>, CallError> {
         let generation = self.generation();
         let mut resp = self.post(body.clone()).await?;
@@ -390,7 +400,7 @@ impl HttpSession {
             self.reinitialize(generation).await?;
             resp = self.post(body).await?;
         }
-        self.read_response(resp, id, context).await
+        self.read_response(resp, id, context, progress).await
     }
 
     /// Reads the answer to request `id` from a POST response.
@@ -399,6 +409,7 @@ impl HttpSession {
         resp: reqwest::Response,
         id: i64,
         context: Option<Arc<dyn RequestContext>>,
+        progress: Option<&ProgressWatch>,
     ) -> Result<Box<RawValue>, CallError> {
         let status = resp.status();
         if status != StatusCode::OK {
@@ -406,7 +417,7 @@ impl HttpSession {
         }
         let content_type = content_type(&resp);
         if content_type.starts_with("text/event-stream") {
-            return self.read_stream(resp, id, context).await;
+            return self.read_stream(resp, id, context, progress).await;
         }
         if !content_type.is_empty() && !content_type.starts_with("application/json") {
             return Err(self.status_error(resp).await);
@@ -439,12 +450,16 @@ impl HttpSession {
         resp: reqwest::Response,
         id: i64,
         context: Option<Arc<dyn RequestContext>>,
+        progress: Option<&ProgressWatch>,
     ) -> Result<Box<RawValue>, CallError> {
         let mut parser = SseParser::new(self.shared.max_bytes);
         let mut resp = resp;
         let mut resumes = 0;
         loop {
-            if let Some(outcome) = self.drain(resp, &mut parser, Some(id), &context).await {
+            if let Some(outcome) = self
+                .drain(resp, &mut parser, Some(id), &context, progress)
+                .await
+            {
                 return outcome;
             }
             let Some(last) = parser.last_event_id().map(str::to_owned) else {
@@ -482,6 +497,7 @@ impl HttpSession {
         parser: &mut SseParser,
         id: Option<i64>,
         context: &Option<Arc<dyn RequestContext>>,
+        progress: Option<&ProgressWatch>,
     ) -> Option<Result<Box<RawValue>, CallError>> {
         let mut stream = resp.bytes_stream();
         let mut items = Vec::new();
@@ -509,7 +525,9 @@ impl HttpSession {
                         {
                             continue;
                         }
-                        if let Some(outcome) = self.on_message(ev.data.as_bytes(), id, context) {
+                        if let Some(outcome) =
+                            self.on_message(ev.data.as_bytes(), id, context, progress)
+                        {
                             return Some(outcome);
                         }
                     }
@@ -533,6 +551,7 @@ impl HttpSession {
         bytes: &[u8],
         id: Option<i64>,
         context: &Option<Arc<dyn RequestContext>>,
+        progress: Option<&ProgressWatch>,
     ) -> Option<Result<Box<RawValue>, CallError>> {
         match decode_message(bytes) {
             Ok(Message::Response(r)) => {
@@ -556,6 +575,9 @@ impl HttpSession {
                     n.method.as_str(),
                     "notifications/progress" | "notifications/message"
                 );
+                if let Some(progress) = progress {
+                    progress.observe(&n);
+                }
                 let target = if related { context.clone() } else { None };
                 self.shared.deliver(target, n);
             }
@@ -648,7 +670,7 @@ impl HttpSession {
                         && content_type(&r).starts_with("text/event-stream") =>
                 {
                     let opened = Instant::now();
-                    if let Some(Err(_)) = self.drain(r, &mut parser, None, &none).await {
+                    if let Some(Err(_)) = self.drain(r, &mut parser, None, &none, None).await {
                         return; // closed
                     }
                     if opened.elapsed() >= GET_BACKOFF_MAX {

@@ -10,6 +10,9 @@
 //! - [`Upstream`] (this file): the handle and its public types.
 //! - `supervisor`: the per-upstream task that connects, reports status and
 //!   reconnects with backoff.
+//! - `health`: the pinger that declares a wedged connection unresponsive.
+//! - `deadline`: request timeouts, restarted by progress up to a hard cap.
+//! - `process`: spawned children, counted until reaped ([`live_processes`]).
 //! - `peer`: the request/response core shared by the two transports whose
 //!   messages all travel on one channel (stdio, legacy SSE): id space, pending
 //!   map, routing of server-initiated messages.
@@ -24,18 +27,22 @@
 //!   `Box<RawValue>` without a typed decode.
 //! - Every message read from an upstream is bounded by `max_response_bytes`
 //!   while it is read, never after buffering it whole.
-//! - Every spawned task and child process ends on [`Upstream::shutdown`].
+//! - Every spawned task and child process ends on [`Upstream::shutdown`], and
+//!   every child is reaped: [`live_processes`] returns to where it started.
 //! - One upstream's failure is contained in its own handle.
 //! - Nothing an upstream sends can panic this crate, block it forever, or make
 //!   it hold unbounded memory: pending requests, channels and concurrent
 //!   server→client requests are capped and every wait has a timeout.
 
+mod deadline;
 mod error;
 mod handshake;
+mod health;
 mod http;
 mod legacy;
 mod line;
 mod peer;
+mod process;
 mod route;
 mod sse;
 mod stdio;
@@ -52,7 +59,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use error::CallError;
+pub use health::HealthStats;
+pub use process::live_processes;
 
+use deadline::Budget;
+use health::HealthCounters;
 use route::Shared;
 use supervisor::Connection;
 
@@ -126,8 +137,35 @@ pub struct CallOptions {
     pub context: Option<Arc<dyn RequestContext>>,
     /// Firing it cancels the call (and tells the upstream).
     pub cancel: CancellationToken,
-    /// Overrides the config timeout.
+    /// Overrides the config timeout. Either way, progress for the request
+    /// (when it carries `_meta.progressToken`) restarts the timeout, up to
+    /// the config's `max_timeout` from the start.
     pub timeout: Option<Duration>,
+}
+
+/// How the supervisor paces reconnection after a failure.
+///
+/// [`Upstream::start`] uses the default; tests and embedders that need
+/// faster (or slower) recovery pass their own to [`Upstream::start_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first retry.
+    pub start: Duration,
+    /// Longest delay; each failure doubles the delay up to this.
+    pub max: Duration,
+    /// A connection that stayed up this long resets the delay to `start`,
+    /// so a server that crashes once a day is not punished for old crashes.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            start: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
+        }
+    }
 }
 
 /// A handle on one upstream server. Cheap to clone.
@@ -148,6 +186,11 @@ struct Inner {
     status: watch::Sender<Status>,
     /// The live connection, `None` while connecting or down.
     conn: parking_lot::RwLock<Option<Connection>>,
+    /// The live stdio child's pid, for operators and tests that need to
+    /// signal it; `None` for other transports and while not connected.
+    pid: parking_lot::Mutex<Option<u32>>,
+    backoff: Backoff,
+    health: HealthCounters,
     supervisor: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -169,7 +212,19 @@ pub const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 impl Upstream {
     /// Starts connecting in the background and returns at once; status and
     /// events report progress. Must be called inside a Tokio runtime.
+    ///
+    /// When `config.health_check_interval` is set, a Ready connection is
+    /// pinged on that interval and replaced after 3 consecutive failures.
     pub fn start(config: UpstreamConfig, events: mpsc::Sender<UpstreamEvent>) -> Self {
+        Self::start_with(config, events, Backoff::default())
+    }
+
+    /// Like [`Upstream::start`], with a reconnection pace of its own.
+    pub fn start_with(
+        config: UpstreamConfig,
+        events: mpsc::Sender<UpstreamEvent>,
+        backoff: Backoff,
+    ) -> Self {
         let shared = Arc::new(Shared::new(
             Arc::from(config.name.as_str()),
             events,
@@ -184,6 +239,9 @@ impl Upstream {
             config,
             status,
             conn: parking_lot::RwLock::new(None),
+            pid: parking_lot::Mutex::new(None),
+            backoff,
+            health: HealthCounters::default(),
             supervisor: parking_lot::Mutex::new(None),
         });
         let handle = tokio::spawn(supervisor::run(inner.clone()));
@@ -205,6 +263,18 @@ impl Upstream {
 
     pub fn status(&self) -> Status {
         self.inner.status.borrow().clone()
+    }
+
+    /// Returns the health checker's and the supervisor's counters.
+    pub fn health_stats(&self) -> HealthStats {
+        self.inner.health.snapshot()
+    }
+
+    /// Returns the pid (also the process group id) of the stdio child
+    /// serving the live connection; `None` for HTTP transports and while
+    /// connecting or down.
+    pub fn process_id(&self) -> Option<u32> {
+        *self.inner.pid.lock()
     }
 
     /// Waits until Ready (or returns the Down error / Unavailable after
@@ -234,6 +304,13 @@ impl Upstream {
     /// Forwards one request; params are sent byte for byte. While the
     /// upstream is still Connecting it waits (bounded by connect_timeout)
     /// instead of failing at once.
+    ///
+    /// The request gets `options.timeout` (else the config's `timeout`);
+    /// when its params carry `_meta.progressToken`, each progress
+    /// notification for it restarts that timeout, but never past
+    /// `max_timeout` from the start (a timeout longer than `max_timeout` is
+    /// kept whole). On expiry the upstream is sent `notifications/cancelled`
+    /// and the call fails with [`CallError::Timeout`].
     pub async fn request(
         &self,
         method: &str,
@@ -241,8 +318,16 @@ impl Upstream {
         options: CallOptions,
     ) -> Result<Box<RawValue>, CallError> {
         let conn = self.connection(&options.cancel).await?;
-        let timeout = options.timeout.unwrap_or(self.inner.config.timeout);
-        conn.request(method, params, &options, timeout).await
+        let budget = Budget {
+            timeout: options.timeout.unwrap_or(self.inner.config.timeout),
+            max: self.inner.config.max_timeout,
+        };
+        let outcome = conn.request(method, params, &options, budget).await;
+        if matches!(outcome, Ok(_) | Err(CallError::Rpc { .. })) {
+            // Any answer proves the upstream alive: the next ping is skipped.
+            self.inner.health.record_answer();
+        }
+        outcome
     }
 
     /// Sends a notification (e.g. `notifications/roots/list_changed`).

@@ -16,9 +16,10 @@ use switchboard_protocol::{
     decode_message, encode_notification, encode_request, to_raw, Message, Notification, RequestId,
     ResponsePayload,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::deadline::{self, Budget, Stop};
 use crate::route::{progress_token, Shared};
 use crate::{CallError, RequestContext, MAX_PENDING};
 
@@ -35,6 +36,9 @@ struct Pending {
     reply: Reply,
     context: Option<Arc<dyn RequestContext>>,
     progress_token: Option<serde_json::Value>,
+    /// Woken by progress for this request, which restarts its timeout;
+    /// present only when the request carries a progress token.
+    progress: Option<Arc<Notify>>,
 }
 
 /// One live connection's request state.
@@ -104,20 +108,23 @@ impl Peer {
     }
 
     /// Sends a request and waits for its response, the cancel token or the
-    /// timeout, whichever comes first.
+    /// deadline, whichever comes first. Progress for the request restarts
+    /// its timeout within `budget.max`.
     pub(crate) async fn request(
         self: &Arc<Self>,
         method: &str,
         params: Option<Box<RawValue>>,
         context: Option<Arc<dyn RequestContext>>,
         cancel: &CancellationToken,
-        timeout: Duration,
+        budget: Budget,
     ) -> Result<Box<RawValue>, CallError> {
         if self.closed.is_cancelled() {
             return Err(self.shared.unavailable(self.close_reason()));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
+        let token = progress_token(params.as_deref(), true);
+        let progress = token.is_some().then(|| Arc::new(Notify::new()));
         {
             let mut pending = self.pending.lock();
             if pending.len() >= MAX_PENDING {
@@ -130,7 +137,8 @@ impl Peer {
                 Pending {
                     reply,
                     context,
-                    progress_token: progress_token(params.as_deref(), true),
+                    progress_token: token,
+                    progress: progress.clone(),
                 },
             );
         }
@@ -150,15 +158,20 @@ impl Peer {
             rx.await
                 .unwrap_or_else(|_| Err(self.shared.unavailable(self.close_reason())))
         };
-        tokio::select! {
-            r = exchange => r,
-            _ = cancel.cancelled() => {
+        match deadline::race(exchange, cancel, budget, progress.as_deref()).await {
+            Ok(r) => r,
+            Err(Stop::Cancelled) => {
                 guard.reason = "cancelled by the client";
-                Err(CallError::Cancelled { upstream: self.shared.name.clone() })
+                Err(CallError::Cancelled {
+                    upstream: self.shared.name.clone(),
+                })
             }
-            _ = tokio::time::sleep(timeout) => {
+            Err(Stop::TimedOut(after)) => {
                 guard.reason = "timed out";
-                Err(CallError::Timeout { upstream: self.shared.name.clone(), after: timeout })
+                Err(CallError::Timeout {
+                    upstream: self.shared.name.clone(),
+                    after,
+                })
             }
         }
     }
@@ -246,7 +259,7 @@ impl Peer {
         }
         let context = match n.method.as_str() {
             "notifications/progress" => progress_token(n.params.as_deref(), false)
-                .and_then(|token| self.context_for_token(&token)),
+                .and_then(|token| self.on_progress(&token)),
             "notifications/message" => self.latest_context(),
             _ => None,
         };
@@ -261,13 +274,18 @@ impl Peer {
             .find_map(|p| p.context.clone())
     }
 
-    fn context_for_token(&self, token: &serde_json::Value) -> Option<Arc<dyn RequestContext>> {
-        self.pending
-            .lock()
+    /// Restarts the timeout of the request `token` belongs to and returns
+    /// its context, where the progress goes.
+    fn on_progress(&self, token: &serde_json::Value) -> Option<Arc<dyn RequestContext>> {
+        let pending = self.pending.lock();
+        let p = pending
             .values()
             .rev()
-            .find(|p| p.progress_token.as_ref() == Some(token))
-            .and_then(|p| p.context.clone())
+            .find(|p| p.progress_token.as_ref() == Some(token))?;
+        if let Some(progress) = &p.progress {
+            progress.notify_one();
+        }
+        p.context.clone()
     }
 }
 
@@ -295,5 +313,131 @@ impl Drop for PendingGuard<'_> {
             "notifications/cancelled",
             Some(&params),
         ));
+    }
+}
+
+/// A peer with no transport: tests read what it sends from the receiver and
+/// play the server by calling [`Peer::handle_message`].
+#[cfg(test)]
+pub(crate) fn test_peer() -> (Arc<Peer>, mpsc::Receiver<Vec<u8>>) {
+    let (events, _) = mpsc::channel(16);
+    let shared = Arc::new(Shared::new(
+        "t".into(),
+        events,
+        Duration::from_secs(60),
+        1024 * 1024,
+        CancellationToken::new(),
+        tokio_util::task::TaskTracker::new(),
+    ));
+    Peer::new(shared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_protocol::{decode_message, empty_object, encode_result};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Plays a server that answers the first request after `work`, sending
+    /// progress with `token` every 100 ms meanwhile.
+    fn serve_slowly(
+        peer: Arc<Peer>,
+        mut wire: mpsc::Receiver<Vec<u8>>,
+        work: Duration,
+        token: &'static str,
+    ) {
+        tokio::spawn(async move {
+            let Some(bytes) = wire.recv().await else {
+                return;
+            };
+            let Ok(Message::Request(request)) = decode_message(&bytes) else {
+                panic!("expected a request");
+            };
+            let mut elapsed = Duration::ZERO;
+            while elapsed < work {
+                tokio::time::sleep(MS * 100).await;
+                elapsed += MS * 100;
+                let params = to_raw(&serde_json::json!({"progressToken": token, "progress": 1}));
+                peer.handle_message(&encode_notification(
+                    "notifications/progress",
+                    Some(&params),
+                ));
+            }
+            peer.handle_message(&encode_result(&request.id, &empty_object()));
+            // Keep the wire open so cancellations can be sent.
+            while wire.recv().await.is_some() {}
+        });
+    }
+
+    fn budget() -> Budget {
+        Budget {
+            timeout: MS * 300,
+            max: MS * 2000,
+        }
+    }
+
+    fn with_token(token: &str) -> Option<Box<RawValue>> {
+        Some(to_raw(
+            &serde_json::json!({"_meta": {"progressToken": token}}),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_with_the_requests_token_restarts_its_timeout() {
+        let (peer, wire) = test_peer();
+        serve_slowly(peer.clone(), wire, MS * 1000, "mine");
+        let r = peer
+            .request(
+                "tools/call",
+                with_token("mine"),
+                None,
+                &CancellationToken::new(),
+                budget(),
+            )
+            .await;
+        assert_eq!(r.unwrap().get(), "{}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_with_a_foreign_token_restarts_nothing() {
+        let (peer, wire) = test_peer();
+        serve_slowly(peer.clone(), wire, MS * 1000, "other");
+        let err = peer
+            .request(
+                "tools/call",
+                with_token("mine"),
+                None,
+                &CancellationToken::new(),
+                budget(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CallError::Timeout { after, .. } if after == MS * 300),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endless_progress_stops_at_the_cap() {
+        let (peer, wire) = test_peer();
+        serve_slowly(peer.clone(), wire, MS * 60_000, "mine");
+        let start = tokio::time::Instant::now();
+        let err = peer
+            .request(
+                "tools/call",
+                with_token("mine"),
+                None,
+                &CancellationToken::new(),
+                budget(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CallError::Timeout { after, .. } if after == MS * 2000),
+            "{err:?}"
+        );
+        assert_eq!(start.elapsed(), MS * 2000);
     }
 }

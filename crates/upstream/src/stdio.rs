@@ -8,16 +8,16 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use switchboard_config::StdioConfig;
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::line::{scan_id, Line, LineReader};
 use crate::peer::Peer;
+use crate::process::ChildProcess;
 use crate::route::Shared;
 
 /// Longest stderr line logged whole; longer ones are cut.
@@ -30,9 +30,7 @@ const TERM_GRACE: Duration = Duration::from_secs(2);
 /// A running child process and the connection over its pipes.
 #[derive(Debug)]
 pub(crate) struct StdioLink {
-    child: Child,
-    /// Also the process group id (`process_group(0)`).
-    pid: Option<u32>,
+    child: ChildProcess,
     pub(crate) peer: Arc<Peer>,
     /// Fired to make the writer drop stdin, the polite way to ask a stdio
     /// server to exit.
@@ -52,12 +50,12 @@ pub(crate) fn spawn(shared: &Arc<Shared>, cfg: &StdioConfig) -> Result<StdioLink
     if let Some(cwd) = &cfg.cwd {
         cmd.current_dir(cwd);
     }
-    let mut child = cmd
-        .spawn()
+    let mut child = ChildProcess::spawn(&mut cmd, &shared.tracker)
         .map_err(|e| format!("cannot start {:?}: {e}", cfg.program))?;
-    let pid = child.id();
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    // On error the child is dropped, which kills and reaps it.
+    let Some((Some(stdin), Some(stdout), Some(stderr))) = child
+        .child_mut()
+        .map(|c| (c.stdin.take(), c.stdout.take(), c.stderr.take()))
     else {
         return Err("child pipes missing".into());
     };
@@ -74,7 +72,6 @@ pub(crate) fn spawn(shared: &Arc<Shared>, cfg: &StdioConfig) -> Result<StdioLink
     ));
     Ok(StdioLink {
         child,
-        pid,
         peer,
         close_stdin,
     })
@@ -168,6 +165,11 @@ async fn stderr_loop(
 }
 
 impl StdioLink {
+    /// The child's pid, which is also its process group id.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.pid()
+    }
+
     /// Waits until the child exits or the connection breaks; returns why.
     pub(crate) async fn lost(&mut self) -> String {
         tokio::select! {
@@ -188,12 +190,12 @@ impl StdioLink {
     /// crash, where children of the child may still run.
     pub(crate) async fn stop(mut self) {
         self.close_stdin.cancel();
-        let exited = matches!(self.child.try_wait(), Ok(Some(_)))
+        let exited = self.child.has_exited()
             || tokio::time::timeout(STDIN_CLOSE_GRACE, self.child.wait())
                 .await
                 .is_ok();
         if !exited {
-            self.signal_group(Signal::SIGTERM);
+            self.child.signal_group(Signal::SIGTERM);
             if tokio::time::timeout(TERM_GRACE, self.child.wait())
                 .await
                 .is_err()
@@ -202,16 +204,14 @@ impl StdioLink {
             }
         }
         // Whatever is left of the group (the child's own children).
-        self.signal_group(Signal::SIGKILL);
-        let _ = self.child.kill().await;
+        self.child.kill().await;
         self.peer.close("upstream stopped");
     }
 
-    fn signal_group(&self, signal: Signal) {
-        let Some(pid) = self.pid.and_then(|p| i32::try_from(p).ok()) else {
-            return;
-        };
-        // ESRCH (group already gone) is the common, harmless case.
-        let _ = killpg(Pid::from_raw(pid), signal);
+    /// Kills the group at once, without the polite steps: for a child that
+    /// stopped answering, which would only use up the grace periods.
+    pub(crate) async fn kill(mut self, reason: &str) {
+        self.peer.close(reason);
+        self.child.kill().await;
     }
 }

@@ -1,4 +1,5 @@
-//! The per-upstream task: connect, report, wait for loss, back off, retry.
+//! The per-upstream task: connect, report, wait for loss (or an unresponsive
+//! verdict from the health checker), back off, retry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,16 +9,10 @@ use switchboard_config::TransportConfig;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::deadline::Budget;
 use crate::peer::Peer;
-use crate::{handshake, http, legacy, stdio};
+use crate::{handshake, health, http, legacy, stdio};
 use crate::{CallError, CallOptions, EventKind, Inner, ServerInfo, Status};
-
-/// First delay before reconnecting.
-const BACKOFF_START: Duration = Duration::from_secs(1);
-/// Longest delay between attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A connection up this long resets the backoff.
-const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 
 /// How requests reach a live connection.
 #[derive(Debug, Clone)]
@@ -34,7 +29,7 @@ impl Connection {
         method: &str,
         params: Option<Box<RawValue>>,
         options: &CallOptions,
-        timeout: Duration,
+        budget: Budget,
     ) -> Result<Box<RawValue>, CallError> {
         match self {
             Connection::Peer(peer) => {
@@ -43,11 +38,11 @@ impl Connection {
                     params,
                     options.context.clone(),
                     &options.cancel,
-                    timeout,
+                    budget,
                 )
                 .await
             }
-            Connection::Http(session) => session.request(method, params, options, timeout).await,
+            Connection::Http(session) => session.request(method, params, options, budget).await,
         }
     }
 
@@ -95,12 +90,39 @@ impl Link {
             Link::Sse(l) => l.stop().await,
         }
     }
+
+    /// Drops a connection that stopped answering. A stdio child gets no
+    /// grace periods (a wedged process would only use them up): its group
+    /// is killed at once. Remote connections are closed; the supervisor
+    /// then reconnects and re-initialises.
+    async fn abandon(self, reason: &str) {
+        match self {
+            Link::Stdio(l) => (*l).kill(reason).await,
+            other => other.stop().await,
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Link::Stdio(l) => l.pid(),
+            Link::Http(_) | Link::Sse(_) => None,
+        }
+    }
+}
+
+/// How a Ready connection ended.
+enum End {
+    Shutdown,
+    Lost(String),
+    Unresponsive(String),
 }
 
 /// Runs until shutdown.
 pub(crate) async fn run(inner: Arc<Inner>) {
     let shutdown = inner.shared.shutdown.clone();
-    let mut backoff = BACKOFF_START;
+    let policy = inner.backoff;
+    let mut backoff = policy.start;
+    let mut connected_before = false;
     loop {
         inner.status.send_replace(Status::Connecting);
         let attempt = tokio::select! {
@@ -110,27 +132,54 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let reason = match attempt {
             Ok((mut link, info)) => {
                 let info = Arc::new(info);
-                *inner.conn.write() = Some(link.connection());
+                if connected_before {
+                    inner.health.record_restart();
+                }
+                connected_before = true;
+                let conn = link.connection();
+                *inner.conn.write() = Some(conn.clone());
+                *inner.pid.lock() = link.pid();
                 inner.status.send_replace(Status::Ready(info.clone()));
                 tracing::info!(upstream = %inner.shared.name, version = %info.protocol_version, "upstream ready");
                 inner.shared.emit_status(EventKind::Ready(info)).await;
                 let up_since = Instant::now();
+                let health = async {
+                    match inner.config.health_check_interval {
+                        Some(every) => health::watch(&conn, every, &inner.health).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 // Biased: an HTTP session's own token is a child of the
                 // shutdown token, so both fire together at shutdown, which
                 // must not be reported as a loss.
-                let lost = tokio::select! {
+                let end = tokio::select! {
                     biased;
-                    _ = shutdown.cancelled() => None,
-                    reason = link.lost() => Some(reason),
+                    _ = shutdown.cancelled() => End::Shutdown,
+                    reason = link.lost() => End::Lost(reason),
+                    reason = health => End::Unresponsive(reason),
                 };
                 *inner.conn.write() = None;
-                link.stop().await;
-                let Some(reason) = lost else { break };
+                *inner.pid.lock() = None;
+                let reason = match end {
+                    End::Shutdown => {
+                        link.stop().await;
+                        break;
+                    }
+                    End::Lost(reason) => {
+                        link.stop().await;
+                        reason
+                    }
+                    End::Unresponsive(reason) => {
+                        tracing::warn!(upstream = %inner.shared.name, error = %reason, "upstream unresponsive; replacing the connection");
+                        link.abandon(&reason).await;
+                        reason
+                    }
+                };
                 if shutdown.is_cancelled() {
                     break;
                 }
-                if up_since.elapsed() >= BACKOFF_RESET_AFTER {
-                    backoff = BACKOFF_START;
+                if up_since.elapsed() >= policy.reset_after {
+                    backoff = policy.start;
                 }
                 reason
             }
@@ -145,9 +194,10 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.cancelled() => break,
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).min(policy.max);
     }
     *inner.conn.write() = None;
+    *inner.pid.lock() = None;
     inner.status.send_replace(Status::Stopped);
 }
 
@@ -201,7 +251,7 @@ async fn peer_handshake(peer: &Arc<Peer>, timeout: Duration) -> Result<ServerInf
             Some(handshake::initialize_params()),
             None,
             &CancellationToken::new(),
-            timeout,
+            Budget::fixed(timeout),
         )
         .await
         .map_err(|e| format!("initialize failed: {e}"))?;

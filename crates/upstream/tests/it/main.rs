@@ -8,8 +8,10 @@
 // Test helpers outside #[test] functions may unwrap: a failure is a test failure.
 #![allow(clippy::unwrap_used)]
 
+mod health;
 mod http;
 mod legacy;
+mod progress;
 mod rogue;
 mod stdio;
 mod support;

@@ -10,18 +10,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-fn fake(name: &str, args: &[&str]) -> UpstreamConfig {
-    config(
-        name,
-        TransportConfig::Stdio(StdioConfig {
-            program: fake_bin().to_string_lossy().into_owned(),
-            args: args.iter().map(|s| (*s).to_owned()).collect(),
-            env: vec![],
-            cwd: None,
-        }),
-    )
-}
-
 fn shell(name: &str, script: &str) -> UpstreamConfig {
     config(
         name,
@@ -335,21 +323,6 @@ sleep 30"#;
         .unwrap();
     assert_eq!(result.get(), r#"{"ok":true}"#);
     up.shutdown().await;
-}
-
-/// Whether a process is still running (a zombie counts as gone).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => !matches!(
-            stat.rsplit(')')
-                .next()
-                .map(str::trim_start)
-                .and_then(|s| s.chars().next()),
-            Some('Z' | 'X')
-        ),
-        Err(_) => false,
-    }
 }
 
 /// A server that starts a grandchild and writes both pids to `dir`.

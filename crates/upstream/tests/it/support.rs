@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
-use switchboard_config::{NameFilter, PrefixPolicy, TransportConfig, UpstreamConfig};
+use switchboard_config::{
+    defaults, BreakerSettings, NameFilter, PrefixPolicy, StdioConfig, TransportConfig,
+    UpstreamConfig,
+};
 use switchboard_protocol::{ErrorObject, Notification};
 use switchboard_upstream::{
     CallError, CallOptions, EventKind, RequestContext, Upstream, UpstreamEvent,
@@ -45,6 +48,22 @@ pub(crate) fn config(name: &str, transport: TransportConfig) -> UpstreamConfig {
         timeout: Duration::from_secs(15),
         connect_timeout: Duration::from_secs(15),
         max_response_bytes: 1024 * 1024,
+        tool_timeouts: vec![],
+        max_timeout: Duration::from_secs(60),
+        health_check_interval: None,
+        max_in_flight: defaults::MAX_IN_FLIGHT,
+        max_queued: defaults::MAX_QUEUED,
+        retries: 0,
+        breaker: BreakerSettings {
+            consecutive_failures: defaults::BREAKER_CONSECUTIVE_FAILURES,
+            failure_rate: defaults::BREAKER_FAILURE_RATE,
+            window: defaults::BREAKER_WINDOW,
+            min_calls: defaults::BREAKER_MIN_CALLS,
+            open_base: defaults::BREAKER_OPEN_BASE,
+            open_max: defaults::BREAKER_OPEN_MAX,
+            half_open_trials: defaults::BREAKER_HALF_OPEN_TRIALS,
+        },
+        cache: None,
     }
 }
 
@@ -237,7 +256,40 @@ impl FakeHttp {
         self.child = Self::spawn(self.port, &self.args).await;
     }
 
+    /// The server's pid, to signal it (e.g. SIGSTOP to make it hang).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
     pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+/// A stdio upstream running the fake with `args`.
+pub(crate) fn fake(name: &str, args: &[&str]) -> UpstreamConfig {
+    config(
+        name,
+        TransportConfig::Stdio(StdioConfig {
+            program: fake_bin().to_string_lossy().into_owned(),
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
+            env: vec![],
+            cwd: None,
+        }),
+    )
+}
+
+/// Whether a process is still running (a zombie counts as gone).
+pub(crate) fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => !matches!(
+            stat.rsplit(')')
+                .next()
+                .map(str::trim_start)
+                .and_then(|s| s.chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
     }
 }
