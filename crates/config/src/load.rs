@@ -475,6 +475,16 @@ fn upstream(
             "must not be shorter than timeout",
         ));
     }
+    if let Some((g, d)) = tool_timeouts.iter().find(|(_, d)| *d > max_timeout) {
+        return Err(v.err(
+            Some(at),
+            field("tool_timeouts"),
+            format!(
+                "{:?} = {d:?} is longer than max_timeout ({max_timeout:?}); raise max_timeout",
+                g.glob().glob()
+            ),
+        ));
+    }
     let interval = v.duration(
         &u.health_check_interval,
         &field("health_check_interval"),

@@ -840,6 +840,11 @@ async fn health(State(shared): State<App>) -> Response {
                 "breaker": r.breaker,
                 "health_score": r.health_score,
                 "restarts": r.restarts,
+                "pings": {
+                    "ok": r.pings.pings_ok,
+                    "failed": r.pings.pings_failed,
+                    "last_ms": r.pings.last_ping.map(|d| d.as_secs_f64() * 1000.0),
+                },
                 "latency_ms": r.latency_ms.map(|(n, p50, p95, p99)| json!({"samples": n, "p50": p50, "p95": p95, "p99": p99})),
                 "tools": r.tools,
                 "prompts": r.prompts,

@@ -36,6 +36,8 @@ pub struct UpstreamReport {
     pub restarts: u64,
     /// p50/p95/p99 of its recent calls, in milliseconds, and the sample count.
     pub latency_ms: Option<(usize, f64, f64, f64)>,
+    /// Health pings answered and failed, and the last ping's round trip.
+    pub pings: switchboard_upstream::HealthStats,
 }
 
 /// Every route's catalog, replaced whole on any change.
@@ -182,6 +184,7 @@ impl Shared {
                     breaker: self.breaker_state(i).as_str(),
                     health_score: scores[i],
                     restarts: self.restarts[i].load(Ordering::Relaxed),
+                    pings: u.health_stats(),
                     latency_ms: self.protection[i]
                         .percentiles()
                         .map(|p| (p.samples, ms(p.p50), ms(p.p95), ms(p.p99))),
