@@ -18,6 +18,10 @@
 #   npm, sha256sum, python3(-venv)   as above
 #   promtool                         Debian package `prometheus`; `promtool check metrics`
 #                                    in switchboard-telemetry's tests, `promtool test rules`
+#   amtool                           Debian package `prometheus-alertmanager`; checks
+#                                    deploy/alertmanager/alertmanager.yml
+#   docker-compose                   Debian package `docker-compose` (1.29.2); `docker-compose
+#                                    config` validates deploy/docker-compose.yml without an engine
 #
 # Every pin lives in scripts/deps/ (npm package.json + package-lock.json,
 # requirements-e2e.txt). A component is reinstalled only when its pins change,
@@ -62,6 +66,11 @@ need_cmd sha256sum coreutils
 # promtool validates the /metrics exposition and the alert rules; Debian ships it in the
 # `prometheus` package (the server itself is never started by the tests)
 need_cmd promtool prometheus
+# the monitoring stack under deploy/ (tests/e2e/test_deploy.py): amtool checks the
+# Alertmanager config, docker-compose 1.29 validates the compose file against its
+# compose-spec schema (`config` needs no Docker engine); neither daemon is started
+need_cmd amtool prometheus-alertmanager
+need_cmd docker-compose docker-compose
 # a Python 3 with venv+ensurepip (the machine image ships CPython 3.11 via pyenv)
 PY="${SWITCHBOARD_PYTHON:-}"
 if [[ -z "$PY" ]]; then
@@ -142,6 +151,8 @@ export SERVER_EVERYTHING_JS="$DEPS/mcp-tools/node_modules/@modelcontextprotocol/
 export INSPECTOR_BIN="$DEPS/mcp-tools/node_modules/.bin/mcp-inspector"
 export LOOPBACK_PRELOAD="$DEPS/loopback-only.cjs"
 export PROMTOOL="$(command -v promtool)"
+export AMTOOL="$(command -v amtool)"
+export DOCKER_COMPOSE="$(command -v docker-compose)"
 export E2E_VENV="$VENV"
 export PATH="$VENV/bin:$NODE22_BIN:\$PATH"
 ENV
@@ -158,5 +169,7 @@ done
 "$VENV/bin/python" -c 'import mcp, mcp_server_time, pytest, pytest_timeout' \
   || die "venv is incomplete"
 "$PROMTOOL" --version >/dev/null 2>&1 || die "promtool at $PROMTOOL does not run"
+"$AMTOOL" --version >/dev/null 2>&1 || die "amtool at $AMTOOL does not run"
+"$DOCKER_COMPOSE" version >/dev/null 2>&1 || die "docker-compose at $DOCKER_COMPOSE does not run"
 
 log "ready in $((SECONDS - T0))s: $DEPS (node $node_ver)"
