@@ -12,7 +12,14 @@ mod logging;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    logging::init(&args.log);
+    // Dropped last (after `runtime`), so spans of the final requests are flushed.
+    let _tracing = match logging::init(&args.log) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: cannot set up logging and tracing: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
