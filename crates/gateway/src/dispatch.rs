@@ -75,7 +75,7 @@ pub(crate) async fn handle_request(
     // One span per downstream request; arguments are never recorded.
     let span = tracing::info_span!(
         "mcp.request",
-        otel.kind = "server",
+        otel.kind = "internal",
         mcp.method = %method,
         mcp.session = %session.id,
         mcp.request_id = %id,

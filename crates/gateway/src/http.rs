@@ -24,6 +24,7 @@ use std::time::Duration;
 use switchboard_config::ResponseMode;
 use switchboard_protocol::{decode, encode_error, version, Decoded, ErrorObject, Message};
 use switchboard_telemetry::{Endpoint, RejectReason};
+use tracing::Instrument;
 
 use crate::catalog::RouteId;
 use crate::dispatch;
@@ -368,7 +369,12 @@ async fn post_mcp(shared: App, route: RouteId, headers: HeaderMap, body: Body) -
     };
     session.touch();
     match decoded {
-        Decoded::Single(Message::Request(r)) => respond(shared, session, r, accept.sse).await,
+        Decoded::Single(Message::Request(r)) => {
+            let span = tracing::info_span!("mcp.http", otel.kind = "server", http.method = "POST");
+            // A client's `traceparent` makes this request part of its trace.
+            switchboard_telemetry::accept_remote_parent(&span, &headers);
+            respond(shared, session, r, accept.sse, span).await
+        }
         Decoded::Single(other) => {
             dispatch::handle_other(&shared, &session, other);
             StatusCode::ACCEPTED.into_response()
@@ -420,16 +426,20 @@ async fn respond(
     session: Arc<Session>,
     request: switchboard_protocol::Request,
     sse: bool,
+    span: tracing::Span,
 ) -> Response {
     let stream = Arc::new(Outbound::new(REQUEST_STREAM_CAPACITY));
     {
         let (shared, session, stream) = (shared.clone(), session.clone(), stream.clone());
         // A task of its own: a legacy client's disconnect is not cancellation,
         // so the request runs to its end even if nobody reads the answer.
-        shared.tasks.clone().spawn(async move {
-            let body = dispatch::handle_request(&shared, &session, request, &stream).await;
-            stream.finish(body);
-        });
+        shared.tasks.clone().spawn(
+            async move {
+                let body = dispatch::handle_request(&shared, &session, request, &stream).await;
+                stream.finish(body);
+            }
+            .instrument(span),
+        );
     }
     stream.wait_first().await;
     let stream_anyway = sse && shared.server.response_mode == ResponseMode::Sse;

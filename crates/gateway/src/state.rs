@@ -498,6 +498,8 @@ impl Shared {
                 .set_breaker_state(u.name(), telemetry_state(self.breaker_state(i)));
         }
         self.metrics.set_system_health_score(system);
+        self.metrics
+            .set_upstream_processes(switchboard_upstream::live_processes());
     }
 
     /// Subscribes `session` to `uri` on `upstream`, subscribing upstream only

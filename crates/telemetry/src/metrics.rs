@@ -559,6 +559,14 @@ impl Metrics {
         GaugeGuard::new(self.inner.upstream_processes.clone())
     }
 
+    /// Sets the live child-process count read off the process table of the
+    /// upstream clients (for callers that count rather than hold guards).
+    pub fn set_upstream_processes(&self, live: usize) {
+        self.inner
+            .upstream_processes
+            .set(i64::try_from(live).unwrap_or(i64::MAX));
+    }
+
     /// Records a cache lookup that found an entry.
     pub fn record_cache_hit(&self, cache: CacheName) {
         self.inner

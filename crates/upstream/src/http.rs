@@ -371,6 +371,13 @@ impl HttpSession {
             .headers(self.headers.clone())
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json");
+        // W3C trace context of the current span (the gateway's upstream-call
+        // span), so the upstream's spans join the caller's trace.
+        let mut trace = http::HeaderMap::new();
+        switchboard_telemetry::inject_current(&mut trace);
+        if !trace.is_empty() {
+            req = req.headers(trace);
+        }
         if with_session {
             let st = self.state.read();
             if let Some(sid) = &st.session_id {
