@@ -109,22 +109,24 @@ impl Protection {
         safe: bool,
     ) -> Result<Box<RawValue>, ErrorObject> {
         if !safe || self.retry.attempts <= 1 {
-            return self
+            let result = self
                 .attempt(metrics, upstream, method, params, options)
-                .await
-                .map_err(|a| a.error);
+                .await;
+            // Every success funds the retry budget, not only those of safe calls.
+            if result.is_ok() {
+                self.budget.deposit();
+            }
+            return result.map_err(|a| a.error);
         }
-        let result = switchboard_resilience::retry(
+        // `retry` deposits on success itself.
+        switchboard_resilience::retry(
             &self.retry,
             &self.budget,
             |a: &Attempt| a.retryable,
             || self.attempt(metrics, upstream, method, params.clone(), options.clone()),
         )
-        .await;
-        if result.is_ok() {
-            self.budget.deposit();
-        }
-        result.map_err(|a| a.error)
+        .await
+        .map_err(|a| a.error)
     }
 
     async fn attempt(
@@ -170,18 +172,19 @@ impl Protection {
         drop(slot);
         let elapsed = started.elapsed();
         self.observe(elapsed);
+        // The upstream answered: only its internal errors say it is unwell.
+        let healthy = match &result {
+            Ok(_) => true,
+            Err(CallError::Rpc { error, .. }) => error.code != code::INTERNAL_ERROR,
+            _ => false,
+        };
         match &result {
             Err(CallError::Cancelled { .. }) => drop(permit),
-            Ok(_) => {
+            _ if healthy => {
                 permit.success();
                 metrics.record_breaker_call(name, BreakerCall::Success(elapsed));
             }
-            // The upstream answered: only its internal errors say it is unwell.
-            Err(CallError::Rpc { error, .. }) if error.code != code::INTERNAL_ERROR => {
-                permit.success();
-                metrics.record_breaker_call(name, BreakerCall::Success(elapsed));
-            }
-            Err(_) => {
+            _ => {
                 permit.failure();
                 metrics.record_breaker_call(name, BreakerCall::Failure(elapsed));
             }
