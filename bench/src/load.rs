@@ -273,14 +273,35 @@ async fn worker(index: u64, plan: Arc<Plan>) -> Result<WorkerTally> {
 
 /// One verified `tools/call`; `Ok(reusable)` when the echo came back intact.
 async fn call(conn: &mut Conn, plan: &Plan, session: &Session, id: u64) -> Result<bool, Failure> {
+    verified_call(
+        conn,
+        &plan.endpoint,
+        session,
+        &plan.tool_json,
+        id,
+        plan.call_timeout,
+    )
+    .await
+}
+
+/// Calls the echo tool `tool_json` once and checks the echo; `Ok(reusable)`
+/// says whether the connection can carry the next call.
+pub(crate) async fn verified_call(
+    conn: &mut Conn,
+    endpoint: &Endpoint,
+    session: &Session,
+    tool_json: &str,
+    id: u64,
+    timeout: Duration,
+) -> Result<bool, Failure> {
     let text = format!("hello-{id}");
     let id_json = id.to_string();
-    let req = session.post(&plan.endpoint, mcp::call_body(id, &plan.tool_json, &text));
+    let req = session.post(endpoint, mcp::call_body(id, tool_json, &text));
     let exchange = async {
         let resp = conn.send(req).await.map_err(|_| Failure::Transport)?;
         mcp::read_reply(resp, &id_json).await
     };
-    let reply = tokio::time::timeout(plan.call_timeout, exchange)
+    let reply = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| Failure::Timeout)??;
     mcp::check_echo(&reply.message, &text)?;

@@ -25,6 +25,7 @@ mod load;
 mod mcp;
 mod process;
 mod report;
+mod soak;
 mod sse;
 mod suite;
 
@@ -58,6 +59,36 @@ enum Command {
     Idle(IdleArgs),
     /// Run the whole direct-vs-gateway comparison on loopback and write the report.
     Suite(SuiteArgs),
+    /// A long run at a steady rate against a running server, sampling its RSS.
+    Soak(SoakArgs),
+}
+
+#[derive(Debug, Args)]
+struct SoakArgs {
+    /// The MCP endpoint, e.g. http://127.0.0.1:8080/mcp
+    #[arg(long)]
+    url: String,
+    /// The server process whose RSS is sampled.
+    #[arg(long)]
+    pid: u32,
+    /// Calls per second, all workers together.
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+    /// Paced workers, each with its own connection and session.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Total time, in seconds.
+    #[arg(long, default_value_t = 600)]
+    duration_secs: u64,
+    /// RSS sampling period, in seconds.
+    #[arg(long, default_value_t = 10)]
+    sample_secs: u64,
+    /// Growth is measured from the first sample after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    warmup_secs: u64,
+    /// The tool to call; it must echo its `text` argument.
+    #[arg(long, default_value = "echo")]
+    tool: String,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +195,20 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 load::print(&report);
             }
+        }
+        Command::Soak(args) => {
+            let cfg = soak::SoakConfig {
+                url: args.url,
+                rate: args.rate,
+                workers: args.workers,
+                duration: Duration::from_secs(args.duration_secs),
+                sample_every: Duration::from_secs(args.sample_secs.max(1)),
+                warmup: Duration::from_secs(args.warmup_secs),
+                pid: args.pid,
+                tool: args.tool,
+            };
+            let report = soak::run(&cfg).await?;
+            soak::print(&report, cfg.warmup);
         }
         Command::Idle(args) => {
             let report = idle::run(&args.url, args.sessions, args.pid).await?;
