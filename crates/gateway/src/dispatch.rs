@@ -73,14 +73,18 @@ pub(crate) async fn handle_request(
     let id = request.id.clone();
     let method = request.method.clone();
     // One span per downstream request; arguments are never recorded.
-    let span = tracing::info_span!(
-        "mcp.request",
-        otel.kind = "internal",
-        mcp.method = %method,
-        mcp.session = %session.id,
-        mcp.request_id = %id,
-        otel.status_code = tracing::field::Empty,
-    );
+    let span = if switchboard_telemetry::exporting_traces() {
+        tracing::info_span!(
+            "mcp.request",
+            otel.kind = "internal",
+            mcp.method = %method,
+            mcp.session = %session.id,
+            mcp.request_id = %id,
+            otel.status_code = tracing::field::Empty,
+        )
+    } else {
+        tracing::Span::none()
+    };
     let cancel = session.begin(&id);
     let outcome = async {
         tokio::select! {
@@ -469,13 +473,17 @@ async fn forward(
         _ => "",
     }
     .to_owned();
-    let span = tracing::info_span!(
-        "mcp.upstream_call",
-        otel.kind = "client",
-        upstream = upstream.name(),
-        mcp.method = method,
-        mcp.tool = %tool,
-    );
+    let span = if switchboard_telemetry::exporting_traces() {
+        tracing::info_span!(
+            "mcp.upstream_call",
+            otel.kind = "client",
+            upstream = upstream.name(),
+            mcp.method = method,
+            mcp.tool = %tool,
+        )
+    } else {
+        tracing::Span::none()
+    };
     protection
         .call(
             &shared.metrics,

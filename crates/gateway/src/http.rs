@@ -370,7 +370,11 @@ async fn post_mcp(shared: App, route: RouteId, headers: HeaderMap, body: Body) -
     session.touch();
     match decoded {
         Decoded::Single(Message::Request(r)) => {
-            let span = tracing::info_span!("mcp.http", otel.kind = "server", http.method = "POST");
+            let span = if switchboard_telemetry::exporting_traces() {
+                tracing::info_span!("mcp.http", otel.kind = "server", http.method = "POST")
+            } else {
+                tracing::Span::none()
+            };
             // A client's `traceparent` makes this request part of its trace.
             switchboard_telemetry::accept_remote_parent(&span, &headers);
             respond(shared, session, r, accept.sse, span).await

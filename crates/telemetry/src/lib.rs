@@ -53,6 +53,6 @@ pub use label::{
 pub use metrics::{GaugeGuard, Metrics, MetricsConfig};
 pub use redact::{is_sensitive_header, redact_header, REDACTED};
 pub use trace::{
-    accept_remote_parent, init, init_with, inject_current, LogOptions, OtelConfig, Sampler,
-    TraceError, TracingGuard, DEFAULT_SERVICE_NAME, SHUTDOWN_TIMEOUT,
+    accept_remote_parent, exporting_traces, init, init_with, inject_current, LogOptions,
+    OtelConfig, Sampler, TraceError, TracingGuard, DEFAULT_SERVICE_NAME, SHUTDOWN_TIMEOUT,
 };
