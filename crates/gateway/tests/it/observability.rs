@@ -72,6 +72,7 @@ async fn metrics_count_tool_calls_requests_and_refusals_with_bounded_labels() {
         r#"upstream_up{upstream="a"} 1"#,
         "active_sessions_total 1",
         "system_health_score 1",
+        "upstream_processes 1",
         "mcp_tool_duration_seconds_bucket",
     ] {
         assert!(m.contains(needle), "missing {needle:?} in\n{m}");
