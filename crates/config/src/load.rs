@@ -518,6 +518,7 @@ fn upstream(
         }
     };
     Ok(UpstreamConfig {
+        validate_input: u.validate_input.unwrap_or(true),
         cache,
         tool_timeouts,
         max_timeout,

@@ -97,6 +97,9 @@ pub struct UpstreamConfig {
     pub breaker: BreakerSettings,
     /// Response caching; `None` (the default) caches nothing.
     pub cache: Option<CacheSettings>,
+    /// Whether tool arguments are checked against the tool's `inputSchema`
+    /// before they are forwarded (default true).
+    pub validate_input: bool,
 }
 
 /// What of an upstream's answers the gateway may cache, and for how long.

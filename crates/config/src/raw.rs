@@ -62,6 +62,7 @@ pub(crate) struct RawUpstream {
     #[serde(default)]
     pub(crate) breaker: RawBreaker,
     pub(crate) cache: Option<RawCache>,
+    pub(crate) validate_input: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,6 +43,9 @@ pub(crate) struct Offer {
     /// out of lists but still routes, so calls to its names fail with "upstream
     /// unavailable" (naming it) rather than "unknown tool".
     pub(crate) live: bool,
+    /// Compiled `inputSchema` per tool name, when the upstream's arguments
+    /// are validated.
+    pub(crate) checks: HashMap<String, crate::validate::SchemaCheck>,
 }
 
 impl Offer {
@@ -72,6 +75,7 @@ impl Offer {
             has_resources: false,
             instructions: None,
             live: true,
+            checks: HashMap::new(),
         }
     }
 }
@@ -87,6 +91,8 @@ pub(crate) struct Target {
     pub(crate) safe: bool,
     /// Whether the upstream marks it `readOnlyHint: true` (cacheable).
     pub(crate) read_only: bool,
+    /// The tool's compiled `inputSchema`, when arguments are validated.
+    pub(crate) check: Option<crate::validate::SchemaCheck>,
 }
 
 /// A member of a route, as the catalog builder sees it.
@@ -277,6 +283,9 @@ fn expose<'a>(
                     name: name.into(),
                     safe,
                     read_only,
+                    check: (what == "tools")
+                        .then(|| m.offer.checks.get(name).cloned())
+                        .flatten(),
                 },
             );
         }
@@ -351,6 +360,7 @@ mod tests {
             has_resources: !resources.is_empty(),
             instructions: None,
             live: true,
+            checks: HashMap::new(),
         }
     }
 
@@ -418,6 +428,7 @@ mod tests {
                 name: "search".into(),
                 safe: false,
                 read_only: false,
+                check: None,
             })
         );
         assert_eq!(c.prompt("docs.greet").unwrap().name.as_ref(), "greet");

@@ -14,10 +14,11 @@ use switchboard_protocol::{
     encode_error, encode_notification, encode_result, params_object, to_raw, version, ErrorObject,
     Message, Notification, RawValue, Request, ResponsePayload,
 };
-use switchboard_telemetry::{CacheName, McpMethod, McpStatus, ToolCallStatus};
+use switchboard_telemetry::{CacheName, McpMethod, McpStatus, RejectReason, ToolCallStatus};
 use tracing::Instrument;
 
 use crate::cache;
+use crate::validate;
 use switchboard_upstream::{CallOptions, RequestContext};
 
 use crate::catalog::RouteId;
@@ -180,6 +181,29 @@ async fn route(
                 ErrorObject::invalid_params(format!("unknown {what}: {name}"))
             })?
             .clone();
+            if is_tool {
+                let empty = Value::Object(Map::new());
+                let args = p.get("arguments").unwrap_or(&empty);
+                let verdict = validate::check_shape(args)
+                    .and_then(|()| target.check.as_ref().map_or(Ok(()), |c| c.check(args)));
+                if let Err(problem) = verdict {
+                    // A tool error, not a protocol error: the model can read it
+                    // and correct its call (MCP 2025-11-25 guidance).
+                    shared
+                        .metrics
+                        .record_rejected_request(RejectReason::Invalid);
+                    shared.metrics.record_tool_call(
+                        shared.upstreams[target.upstream].name(),
+                        &target.name,
+                        ToolCallStatus::Rejected,
+                        Duration::ZERO,
+                    );
+                    return Ok(to_raw(&json!({
+                        "content": [{"type": "text", "text": format!("invalid arguments for tool {name}: {problem}")}],
+                        "isError": true,
+                    })));
+                }
+            }
             p.insert("name".into(), Value::String(target.name.to_string()));
             let started = tokio::time::Instant::now();
             let upstream_cfg = shared.upstreams[target.upstream].config();

@@ -28,6 +28,7 @@ mod protect;
 mod session;
 mod state;
 mod stdio;
+mod validate;
 
 use std::future::Future;
 use std::sync::Arc;

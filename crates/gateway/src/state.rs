@@ -327,6 +327,18 @@ impl Shared {
                 let mut offer =
                     Offer::filtered(upstream.config(), tools, prompts, resources, templates);
                 offer.has_resources = has("resources");
+                if upstream.config().validate_input {
+                    offer.checks = offer
+                        .tools
+                        .iter()
+                        .filter_map(|t| {
+                            let name = t.get("name")?.as_str()?;
+                            let schema = t.get("inputSchema")?;
+                            crate::validate::SchemaCheck::compile(upstream.name(), name, schema)
+                                .map(|c| (name.to_owned(), c))
+                        })
+                        .collect();
+                }
                 offer.instructions = info.instructions.clone();
                 tracing::info!(
                     upstream = upstream.name(),

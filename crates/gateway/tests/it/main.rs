@@ -11,3 +11,4 @@ mod federation;
 mod observability;
 mod relay;
 mod transport;
+mod validation;
