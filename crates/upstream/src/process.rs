@@ -155,10 +155,7 @@ mod tests {
     use std::path::PathBuf;
     use std::time::Duration;
 
-    use switchboard_config::{
-        defaults, BreakerSettings, NameFilter, PrefixPolicy, StdioConfig, TransportConfig,
-        UpstreamConfig,
-    };
+    use switchboard_config::{StdioConfig, TransportConfig, UpstreamConfig};
     use tokio::sync::mpsc;
 
     use super::*;
@@ -188,39 +185,25 @@ mod tests {
         bin
     }
 
+    /// The config crate's defaults (new fields need no edit here), with a
+    /// stdio transport for `program`.
     fn config(program: PathBuf) -> UpstreamConfig {
-        UpstreamConfig {
-            name: "churn".into(),
-            transport: TransportConfig::Stdio(StdioConfig {
-                program: program.to_string_lossy().into_owned(),
-                args: vec![],
-                env: vec![],
-                cwd: None,
-            }),
-            prefix: PrefixPolicy::Always,
-            tools: NameFilter::default(),
-            prompts: NameFilter::default(),
-            resources: NameFilter::default(),
-            timeout: Duration::from_secs(15),
-            connect_timeout: Duration::from_secs(15),
-            max_response_bytes: 1024 * 1024,
-            tool_timeouts: vec![],
-            max_timeout: Duration::from_secs(60),
-            health_check_interval: None,
-            max_in_flight: defaults::MAX_IN_FLIGHT,
-            max_queued: defaults::MAX_QUEUED,
-            retries: 0,
-            breaker: BreakerSettings {
-                consecutive_failures: defaults::BREAKER_CONSECUTIVE_FAILURES,
-                failure_rate: defaults::BREAKER_FAILURE_RATE,
-                window: defaults::BREAKER_WINDOW,
-                min_calls: defaults::BREAKER_MIN_CALLS,
-                open_base: defaults::BREAKER_OPEN_BASE,
-                open_max: defaults::BREAKER_OPEN_MAX,
-                half_open_trials: defaults::BREAKER_HALF_OPEN_TRIALS,
-            },
-            cache: None,
-        }
+        let text = "[[upstreams]]\nname = \"churn\"\ncommand = [\"placeholder\"]\nretries = 0\nhealth_check_interval = \"0s\"\n";
+        let mut cfg = switchboard_config::parse(text, "test")
+            .unwrap()
+            .upstreams
+            .remove(0);
+        cfg.transport = TransportConfig::Stdio(StdioConfig {
+            program: program.to_string_lossy().into_owned(),
+            args: vec![],
+            env: vec![],
+            cwd: None,
+        });
+        cfg.timeout = Duration::from_secs(15);
+        cfg.connect_timeout = Duration::from_secs(15);
+        cfg.max_response_bytes = 1024 * 1024;
+        cfg.max_timeout = Duration::from_secs(60);
+        cfg
     }
 
     /// Pids of processes (zombies included) whose parent is this test

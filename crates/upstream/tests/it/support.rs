@@ -6,10 +6,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
-use switchboard_config::{
-    defaults, BreakerSettings, NameFilter, PrefixPolicy, StdioConfig, TransportConfig,
-    UpstreamConfig,
-};
+use switchboard_config::{StdioConfig, TransportConfig, UpstreamConfig};
 use switchboard_protocol::{ErrorObject, Notification};
 use switchboard_upstream::{
     CallError, CallOptions, EventKind, RequestContext, Upstream, UpstreamEvent,
@@ -37,34 +34,20 @@ pub(crate) fn fake_bin() -> PathBuf {
     bin
 }
 
+/// A config with the config crate's own defaults (so new fields need no edit
+/// here), with the test's transport and short timeouts.
 pub(crate) fn config(name: &str, transport: TransportConfig) -> UpstreamConfig {
-    UpstreamConfig {
-        name: name.to_owned(),
-        transport,
-        prefix: PrefixPolicy::Always,
-        tools: NameFilter::default(),
-        prompts: NameFilter::default(),
-        resources: NameFilter::default(),
-        timeout: Duration::from_secs(15),
-        connect_timeout: Duration::from_secs(15),
-        max_response_bytes: 1024 * 1024,
-        tool_timeouts: vec![],
-        max_timeout: Duration::from_secs(60),
-        health_check_interval: None,
-        max_in_flight: defaults::MAX_IN_FLIGHT,
-        max_queued: defaults::MAX_QUEUED,
-        retries: 0,
-        breaker: BreakerSettings {
-            consecutive_failures: defaults::BREAKER_CONSECUTIVE_FAILURES,
-            failure_rate: defaults::BREAKER_FAILURE_RATE,
-            window: defaults::BREAKER_WINDOW,
-            min_calls: defaults::BREAKER_MIN_CALLS,
-            open_base: defaults::BREAKER_OPEN_BASE,
-            open_max: defaults::BREAKER_OPEN_MAX,
-            half_open_trials: defaults::BREAKER_HALF_OPEN_TRIALS,
-        },
-        cache: None,
-    }
+    let text = format!("[[upstreams]]\nname = \"{name}\"\ncommand = [\"placeholder\"]\nretries = 0\nhealth_check_interval = \"0s\"\n");
+    let mut cfg = switchboard_config::parse(&text, "test")
+        .expect("valid test config")
+        .upstreams
+        .remove(0);
+    cfg.transport = transport;
+    cfg.timeout = Duration::from_secs(15);
+    cfg.connect_timeout = Duration::from_secs(15);
+    cfg.max_response_bytes = 1024 * 1024;
+    cfg.max_timeout = Duration::from_secs(60);
+    cfg
 }
 
 pub(crate) fn raw(v: Value) -> Box<RawValue> {
