@@ -211,6 +211,10 @@ fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, Con
             defaults::DRAIN_TIMEOUT,
         )?,
         separator,
+        rate_limit_per_minute: s
+            .rate_limit_per_minute
+            .unwrap_or(defaults::RATE_LIMIT_PER_MINUTE),
+        rate_limit_loopback: s.rate_limit_loopback.unwrap_or(false),
         metrics_token: s
             .metrics_token
             .as_ref()

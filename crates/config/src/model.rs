@@ -13,6 +13,8 @@ pub mod defaults {
     pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
     pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
     pub const MAX_SESSIONS: usize = 10_000;
+    /// The seeds' security checklist: 100 requests per minute per IP.
+    pub const RATE_LIMIT_PER_MINUTE: u32 = 100;
     pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const SEPARATOR: &str = "__";
@@ -58,6 +60,11 @@ pub struct ServerConfig {
     pub response_mode: ResponseMode,
     /// When set, `/metrics` requires `Authorization: Bearer <token>`.
     pub metrics_token: Option<Secret>,
+    /// MCP requests per minute per client IP (IPv6 per /64); 0 disables.
+    pub rate_limit_per_minute: u32,
+    /// Whether loopback clients are limited too (by default they are not:
+    /// a local gateway serves its own user).
+    pub rate_limit_loopback: bool,
 }
 
 /// How a Streamable HTTP request is answered when the client accepts both

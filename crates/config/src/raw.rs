@@ -26,6 +26,8 @@ pub(crate) struct RawServer {
     pub(crate) separator: Option<Spanned<String>>,
     pub(crate) response_mode: Option<Spanned<String>>,
     pub(crate) metrics_token: Option<Spanned<String>>,
+    pub(crate) rate_limit_per_minute: Option<u32>,
+    pub(crate) rate_limit_loopback: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

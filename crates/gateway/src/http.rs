@@ -7,7 +7,7 @@
 //! stream. Clients pay for SSE only when there is something to stream.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request as HttpRequest, State};
+use axum::extract::{ConnectInfo, Path, Query, Request as HttpRequest, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next as MwNext};
 use axum::response::{IntoResponse, Response};
@@ -160,6 +160,32 @@ async fn guard(State(shared): State<App>, request: HttpRequest, next: MwNext) ->
                     "Origin {o:?} is not allowed; add it to server.allowed_origins to serve it"
                 )),
             );
+        }
+    }
+    if let (Some(limiter), Some(ConnectInfo(peer))) = (
+        &shared.limiter,
+        request
+            .extensions()
+            .get::<ConnectInfo<std::net::SocketAddr>>(),
+    ) {
+        if let Err(wait) = limiter.check(peer.ip()) {
+            let secs = wait.as_secs().max(1);
+            let mut r = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                RejectReason::RateLimited,
+                ErrorObject::new(
+                    switchboard_protocol::code::RATE_LIMITED,
+                    format!(
+                        "rate limit of {} requests per minute exceeded; retry in {secs}s",
+                        shared.server.rate_limit_per_minute
+                    ),
+                )
+                .with_data(json!({ "retryAfterSecs": secs })),
+            );
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
         }
     }
     next.run(request).await

@@ -22,6 +22,7 @@ mod cache;
 mod catalog;
 mod dispatch;
 mod http;
+mod limit;
 mod origin;
 mod outbound;
 mod protect;
@@ -107,7 +108,11 @@ impl Gateway {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let server = axum::serve(listener, self.router()).with_graceful_shutdown(async move {
+        // The peer address feeds per-IP rate limiting.
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             signal.await;
             tracing::info!("shutting down: draining in-flight requests");
             // Long-lived streams would hold the drain open: end them now.

@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) metrics: Metrics,
+    /// Per-client-IP token buckets; `None` when limiting is off.
+    pub(crate) limiter: Option<crate::limit::IpLimiter>,
     /// Cached answers of read-only tools and resource reads (opt-in per upstream).
     pub(crate) cache: Arc<dyn crate::cache::ResponseCache>,
     /// Per upstream, in config order: breaker, bulkhead, retry budget.
@@ -98,6 +100,10 @@ impl Shared {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let limiter = crate::limit::IpLimiter::new(
+            config.server.rate_limit_per_minute,
+            config.server.rate_limit_loopback,
+        );
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let upstreams: Vec<Upstream> = config
             .upstreams
@@ -123,6 +129,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             metrics: Metrics::new(MetricsConfig::default()),
+            limiter,
             cache: Arc::new(crate::cache::MemoryCache::new(CACHE_BYTES)),
             protection,
             was_down: Mutex::new(vec![false; n]),
@@ -639,6 +646,9 @@ async fn reaper(shared: Arc<Shared>) {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = shared.shutdown.cancelled() => return,
+        }
+        if let Some(l) = &shared.limiter {
+            l.forget_idle();
         }
         for s in shared.sessions.reap(max_idle) {
             tracing::info!(session = %s.id, "closed idle session");

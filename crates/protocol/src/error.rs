@@ -27,6 +27,8 @@ pub mod code {
     pub const REQUEST_CANCELLED: i32 = -32012;
     /// A gateway-side limit (sessions, pending requests) is exhausted.
     pub const OVERLOADED: i32 = -32013;
+    /// The client sent more requests than its rate limit allows.
+    pub const RATE_LIMITED: i32 = -32014;
 }
 
 /// A JSON-RPC error object: `{code, message, data?}`.

@@ -293,3 +293,36 @@ async fn an_upstream_result_over_its_limit_is_cut_off_with_a_clear_error() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_over_its_rate_limit_gets_429_with_retry_after_and_a_json_rpc_error() {
+    let gw = TestGateway::start(
+        &(fake_stdio("a", "")
+            + "[server]\nrate_limit_per_minute = 3\nrate_limit_loopback = true\n"),
+    )
+    .await;
+    // initialize and notifications/initialized take two of the three tokens.
+    let c = Client::connect(&gw.url(), "2025-11-25", json!({})).await;
+    assert_eq!(c.call(1, "ping", json!({})).await.status, 200);
+    let r = c.call(2, "ping", json!({})).await;
+    assert_eq!(r.status, 429, "{}", r.raw);
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(r.error_code(), -32014);
+    assert!(
+        r.raw.contains("rate limit of 3 requests per minute"),
+        "{}",
+        r.raw
+    );
+    let m = reqwest::get(format!("{}/metrics", gw.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(r#"rejected_requests_total{reason="rate_limited"} 1"#),
+        "{m}"
+    );
+    gw.stop().await;
+}
