@@ -10,12 +10,7 @@ fn text(r: &Reply) -> String {
 }
 
 async fn metric(gw: &TestGateway, series: &str) -> u64 {
-    let m = reqwest::get(format!("{}/metrics", gw.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics().await;
     m.lines()
         .find_map(|l| {
             l.strip_prefix(series)
@@ -118,20 +113,17 @@ async fn a_resource_update_invalidates_its_cached_read() {
     c.tool(3, "a__touch", json!({"uri": "fake://static"}))
         .await
         .result();
+    let gw_ref = &gw;
     let invalidated = eventually(250, || {
         let c = c.clone();
-        let gw_base = gw.base.clone();
         async move {
             c.call(4, "resources/read", json!({"uri": "fake://static"}))
                 .await
                 .result();
-            let m = reqwest::get(format!("{gw_base}/metrics"))
+            gw_ref
+                .metrics()
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            m.contains(r#"cache_misses_total{cache="resource_read"} 2"#)
+                .contains(r#"cache_misses_total{cache="resource_read"} 2"#)
         }
     })
     .await;

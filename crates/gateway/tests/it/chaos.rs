@@ -99,15 +99,7 @@ async fn killing_an_upstream_under_load_fails_calls_fast_and_traffic_recovers() 
             "error does not name the upstream: {e}"
         );
     }
-    let health: serde_json::Value = serde_json::from_str(
-        &reqwest::get(format!("{}/health", gw.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let health = gw.health().await;
     assert!(
         health["upstreams"][0]["restarts"].as_u64().unwrap() >= 1,
         "{health}"

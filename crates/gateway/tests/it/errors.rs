@@ -314,12 +314,7 @@ async fn a_client_over_its_rate_limit_gets_429_with_retry_after_and_a_json_rpc_e
         "{}",
         r.raw
     );
-    let m = reqwest::get(format!("{}/metrics", gw.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics().await;
     assert!(
         m.contains(r#"rejected_requests_total{reason="rate_limited"} 1"#),
         "{m}"

@@ -30,15 +30,7 @@ async fn an_upstream_that_cannot_start_leaves_the_others_serving() {
         c.tool(1, "good__echo", json!({"text": "x"})).await.result()["content"][0]["text"],
         "x"
     );
-    let health: serde_json::Value = serde_json::from_str(
-        &reqwest::get(format!("{}/health", gw.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let health = gw.health().await;
     assert_eq!(health["status"], "degraded");
     assert_eq!(health["upstreams"][1]["status"], "down");
     assert!(

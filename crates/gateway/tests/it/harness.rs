@@ -104,6 +104,27 @@ impl TestGateway {
         format!("{}/mcp", self.base)
     }
 
+    /// `GET /health`, parsed.
+    pub async fn health(&self) -> Value {
+        let text = reqwest::get(format!("{}/health", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// `GET /metrics` (no token), as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());

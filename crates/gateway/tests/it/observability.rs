@@ -26,12 +26,7 @@ async fn a_failing_upstream_trips_its_breaker_and_calls_then_fail_fast_naming_it
         c.tool(7, "b__echo", json!({"text": "ok"})).await.result()["content"][0]["text"],
         "ok"
     );
-    let metrics = reqwest::get(format!("{}/metrics", gw.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"circuit_breaker_state{component="a"} 1"#),
         "{metrics}"
