@@ -89,7 +89,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     )
 }
 
-struct Validator<'a> {
+pub(crate) struct Validator<'a> {
     origin: &'a str,
     text: &'a str,
     ctx: &'a Context<'a>,
@@ -103,7 +103,7 @@ impl Validator<'_> {
             + 1
     }
 
-    fn err(
+    pub(crate) fn err(
         &self,
         at: Option<usize>,
         field: impl Into<String>,
@@ -117,7 +117,7 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(
+    pub(crate) fn duration(
         &self,
         v: &Option<Spanned<String>>,
         field: &str,
@@ -138,7 +138,12 @@ impl Validator<'_> {
         }
     }
 
-    fn interp(&self, at: usize, field: &str, value: &str) -> Result<String, ConfigError> {
+    pub(crate) fn interp(
+        &self,
+        at: usize,
+        field: &str,
+        value: &str,
+    ) -> Result<String, ConfigError> {
         interpolate(value, self.ctx).map_err(|m| self.err(Some(at), field, m))
     }
 }
@@ -262,9 +267,13 @@ fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, Con
         }
         upstreams.push(upstream);
     }
+    let auth = crate::security::auth(&v, raw.auth)?;
+    let security = crate::security::security(&v, raw.security)?;
     Ok(Config {
         server,
         upstreams,
+        auth,
+        security,
         origin: origin.to_owned(),
     })
 }
@@ -547,20 +556,31 @@ fn upstream(
     })
 }
 
+/// Parses with a fixed test environment (`TOKEN` and `LONG` set), for the
+/// table tests of every section.
+#[cfg(test)]
+pub(crate) fn parse_for_test(text: &str) -> Result<Config, ConfigError> {
+    let env = |k: &str| match k {
+        "TOKEN" => Some("t0k".to_owned()),
+        "LONG" => Some("0123456789abcdef0123456789abcdef".to_owned()),
+        _ => None,
+    };
+    parse_with(
+        text,
+        "test.toml",
+        &Context {
+            env: &env,
+            self_exe: "/usr/bin/switchboard",
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn check(text: &str) -> Result<Config, ConfigError> {
-        let env = |k: &str| (k == "TOKEN").then(|| "t0k".to_owned());
-        parse_with(
-            text,
-            "test.toml",
-            &Context {
-                env: &env,
-                self_exe: "/usr/bin/switchboard",
-            },
-        )
+        parse_for_test(text)
     }
 
     #[test]

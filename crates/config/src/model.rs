@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::security::{AuthConfig, JwtConfig, PinningPolicy, ResourceConfig, SecurityConfig};
+
 /// Defaults, in one place so the README's config reference can cite them.
 pub mod defaults {
     use std::time::Duration;
@@ -40,6 +42,8 @@ pub mod defaults {
 pub struct Config {
     pub server: ServerConfig,
     pub upstreams: Vec<UpstreamConfig>,
+    pub auth: AuthConfig,
+    pub security: SecurityConfig,
     /// Where the configuration came from, for reports and logs.
     pub origin: String,
 }

@@ -11,6 +11,10 @@ pub(crate) struct RawConfig {
     pub(crate) server: RawServer,
     #[serde(default)]
     pub(crate) upstreams: Vec<Spanned<RawUpstream>>,
+    #[serde(default)]
+    pub(crate) auth: crate::security::RawAuth,
+    #[serde(default)]
+    pub(crate) security: crate::security::RawSecurity,
 }
 
 #[derive(Debug, Default, Deserialize)]
