@@ -26,12 +26,16 @@
 //!   path, an unknown key id all deny.
 
 pub mod error;
+mod fetch;
 pub mod identity;
+pub mod jwt;
 pub mod key;
 pub mod scope;
 
 pub use error::{AuthError, SettingsError, UpstreamAuthError};
+pub use fetch::FetchLimits;
 pub use identity::{Identity, IdentityKind};
+pub use jwt::{JwtSettings, JwtVerifier};
 pub use key::{
     api_key_display_prefix, api_key_matches, generate_api_key, hash_api_key, is_api_key,
     parse_bearer, Credential, NewApiKey, API_KEY_PREFIX,
