@@ -8,7 +8,7 @@ use toml::Spanned;
 use crate::error::ConfigError;
 use crate::interpolate::{interpolate, Context};
 use crate::model::*;
-use crate::raw::{RawConfig, RawFilter, RawUpstream};
+use crate::raw::{RawConfig, RawFilter, RawLimits, RawSize, RawUpstream};
 
 /// The configuration used when no file is given and `./switchboard.toml` does
 /// not exist: the bundled demo upstreams, spawned from this very binary.
@@ -301,6 +301,27 @@ fn upstream(
             ),
         ));
     }
+    let pool = pool(v, &field, at, &u)?;
+    let limits = u
+        .limits
+        .as_ref()
+        .map(|l| limits(v, &field("limits"), l.span().start, l.get_ref()))
+        .transpose()?;
+    if u.command.is_none() {
+        let stdio_only = [
+            ("pool", u.pool.is_some()),
+            ("max_instances", u.max_instances.is_some()),
+            ("idle_timeout", u.idle_timeout.is_some()),
+            ("limits", u.limits.is_some()),
+        ];
+        if let Some((key, _)) = stdio_only.iter().find(|(_, set)| *set) {
+            return Err(v.err(
+                Some(at),
+                field(key),
+                format!("applies to stdio upstreams (`command`) only; upstream {name:?} is remote"),
+            ));
+        }
+    }
     let transport = match (&u.command, &u.url) {
         (Some(_), Some(_)) => return Err(v.err(Some(at), field("command"), format!("upstream {name:?} has both `command` (stdio) and `url` (HTTP); keep one"))),
         (None, None) => return Err(v.err(Some(at), field("url"), format!("upstream {name:?} needs `command = [\"program\", \"arg\"]` (stdio) or `url = \"http://...\"` (HTTP)"))),
@@ -328,7 +349,7 @@ fn upstream(
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let cwd = u.cwd.as_deref().map(|c| v.interp(at, &field("cwd"), c).map(PathBuf::from)).transpose()?;
-            TransportConfig::Stdio(StdioConfig { program, args, env, cwd })
+            TransportConfig::Stdio(StdioConfig { program, args, env, cwd, pool, limits })
         }
         (None, Some(url)) => {
             if !u.env.is_empty() || u.cwd.is_some() {
@@ -575,6 +596,157 @@ pub(crate) fn parse_for_test(text: &str) -> Result<Config, ConfigError> {
     )
 }
 
+/// `pool`, `max_instances` and `idle_timeout` of one upstream.
+fn pool(
+    v: &Validator<'_>,
+    field: &dyn Fn(&str) -> String,
+    at: usize,
+    u: &RawUpstream,
+) -> Result<PoolPolicy, ConfigError> {
+    match u
+        .pool
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p.span().start))
+    {
+        None | Some(("shared", _)) => {
+            let stray = [
+                ("max_instances", u.max_instances.is_some()),
+                ("idle_timeout", u.idle_timeout.is_some()),
+            ];
+            match stray.iter().find(|(_, set)| *set) {
+                Some((key, _)) => Err(v.err(
+                    Some(at),
+                    field(key),
+                    "applies to pool = \"per_session\" only; set the pool or remove the key",
+                )),
+                None => Ok(PoolPolicy::Shared),
+            }
+        }
+        Some(("per_session", _)) => {
+            let max_instances = match u.max_instances {
+                None => defaults::MAX_INSTANCES,
+                Some(0) => {
+                    return Err(v.err(Some(at), field("max_instances"), "must be at least 1"))
+                }
+                Some(n) => usize::try_from(n)
+                    .ok()
+                    .filter(|n| *n <= 10_000)
+                    .ok_or_else(|| {
+                        v.err(Some(at), field("max_instances"), "must be at most 10000")
+                    })?,
+            };
+            let idle_timeout = v.duration(
+                &u.idle_timeout,
+                &field("idle_timeout"),
+                defaults::INSTANCE_IDLE_TIMEOUT,
+            )?;
+            if idle_timeout < Duration::from_secs(1) {
+                return Err(v.err(
+                    u.idle_timeout.as_ref().map(|d| d.span().start),
+                    field("idle_timeout"),
+                    "must be at least 1s",
+                ));
+            }
+            Ok(PoolPolicy::PerSession {
+                max_instances,
+                idle_timeout,
+            })
+        }
+        Some((other, pos)) => Err(v.err(
+            Some(pos),
+            field("pool"),
+            format!("{other:?} is not a pool policy; use \"shared\" (default) or \"per_session\""),
+        )),
+    }
+}
+
+/// Smallest address-space limit accepted: below it nearly every runtime
+/// fails to start, which would read as a crash loop rather than a limit.
+const MIN_MEMORY: u64 = 16 * 1024 * 1024;
+/// Fewest open files accepted: stdio needs three, runtimes a few more.
+const MIN_OPEN_FILES: u64 = 16;
+
+fn limits(
+    v: &Validator<'_>,
+    field: &str,
+    at: usize,
+    l: &RawLimits,
+) -> Result<ProcessLimits, ConfigError> {
+    let memory_bytes = match &l.memory {
+        None => None,
+        Some(size) => {
+            let bytes = match size {
+                RawSize::Bytes(n) => Some(*n),
+                RawSize::Text(t) => parse_size(t),
+            }
+            .ok_or_else(|| {
+                v.err(
+                    Some(at),
+                    format!("{field}.memory"),
+                    "is not a size; write bytes or e.g. \"512MiB\", \"2GiB\"",
+                )
+            })?;
+            if bytes < MIN_MEMORY {
+                return Err(v.err(
+                    Some(at),
+                    format!("{field}.memory"),
+                    "must be at least 16MiB",
+                ));
+            }
+            Some(bytes)
+        }
+    };
+    if l.cpu_seconds == Some(0) {
+        return Err(v.err(
+            Some(at),
+            format!("{field}.cpu_seconds"),
+            "must be at least 1",
+        ));
+    }
+    if l.open_files.is_some_and(|n| n < MIN_OPEN_FILES) {
+        return Err(v.err(
+            Some(at),
+            format!("{field}.open_files"),
+            "must be at least 16",
+        ));
+    }
+    if memory_bytes.is_none() && l.cpu_seconds.is_none() && l.open_files.is_none() {
+        return Err(v.err(
+            Some(at),
+            field,
+            "sets no limit: give memory, cpu_seconds and/or open_files, or remove it",
+        ));
+    }
+    Ok(ProcessLimits {
+        memory_bytes,
+        cpu_seconds: l.cpu_seconds,
+        open_files: l.open_files,
+        launcher: v.ctx.self_exe.to_owned(),
+    })
+}
+
+/// Parses "512MiB", "2 GiB", "100MB", "4096" (bytes); `None` when it is not
+/// a size or does not fit in 64 bits.
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "TiB" | "T" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,6 +805,19 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\ncache = { ttl = \"0s\", resources = true }", &["test.toml:4", "upstreams[0].cache.ttl", "more than 0"]),
             ("[server]\nresponse_mode = \"json\"", &["test.toml:2", "server.response_mode", "\"sse\""]),
             ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/\"\ntools = { allow = [\"[\"] }", &["upstreams[0].tools", "bad glob"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\npool = \"pooled\"", &["test.toml:4", "upstreams[0].pool", "\"per_session\""]),
+            ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/mcp\"\npool = \"per_session\"", &["upstreams[0].pool", "stdio upstreams", "remote"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nmax_instances = 4", &["upstreams[0].max_instances", "per_session\" only"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nidle_timeout = \"1m\"", &["upstreams[0].idle_timeout", "per_session\" only"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\npool = \"per_session\"\nmax_instances = 0", &["upstreams[0].max_instances", "at least 1"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\npool = \"per_session\"\nidle_timeout = \"10ms\"", &["test.toml:5", "upstreams[0].idle_timeout", "at least 1s"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nlimits = { memory = \"lots\" }", &["test.toml:4", "upstreams[0].limits.memory", "512MiB"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nlimits = { memory = \"1MiB\" }", &["upstreams[0].limits.memory", "16MiB"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nlimits = { cpu_seconds = 0 }", &["upstreams[0].limits.cpu_seconds", "at least 1"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nlimits = { open_files = 3 }", &["upstreams[0].limits.open_files", "at least 16"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nlimits = {}", &["upstreams[0].limits", "sets no limit"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nlimits = { stack = 1 }", &["unknown field", "stack"]),
+            ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/mcp\"\nlimits = { cpu_seconds = 5 }", &["upstreams[0].limits", "stdio upstreams"]),
         ];
         for (text, needles) in cases {
             let msg = check(text).unwrap_err().to_string();
@@ -673,5 +858,58 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
         let c = check(EMBEDDED_DEFAULT).unwrap();
         assert!(!c.upstreams.is_empty());
         assert!(c.server.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn pool_and_limits_parse_with_their_defaults() {
+        let c = check("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\n[[upstreams]]\nname = \"b\"\ncommand = [\"x\"]\npool = \"per_session\"\n[[upstreams]]\nname = \"c\"\ncommand = [\"x\"]\npool = \"per_session\"\nmax_instances = 4\nidle_timeout = \"90s\"\nlimits = { memory = \"512MiB\", cpu_seconds = 60, open_files = 1024 }").unwrap();
+        let stdio = |i: usize| match &c.upstreams[i].transport {
+            TransportConfig::Stdio(s) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(stdio(0).pool, PoolPolicy::Shared);
+        assert_eq!(stdio(0).limits, None);
+        assert_eq!(
+            stdio(1).pool,
+            PoolPolicy::PerSession {
+                max_instances: defaults::MAX_INSTANCES,
+                idle_timeout: defaults::INSTANCE_IDLE_TIMEOUT
+            }
+        );
+        assert_eq!(
+            stdio(2).pool,
+            PoolPolicy::PerSession {
+                max_instances: 4,
+                idle_timeout: Duration::from_secs(90)
+            }
+        );
+        assert_eq!(
+            stdio(2).limits,
+            Some(ProcessLimits {
+                memory_bytes: Some(512 << 20),
+                cpu_seconds: Some(60),
+                open_files: Some(1024),
+                launcher: "/usr/bin/switchboard".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn sizes_read_binary_and_decimal_units() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("4096", Some(4096)),
+            ("512MiB", Some(512 << 20)),
+            ("2 GiB", Some(2 << 30)),
+            ("64M", Some(64 << 20)),
+            ("100MB", Some(100_000_000)),
+            ("1kB", Some(1000)),
+            ("MiB", None),
+            ("12 parsecs", None),
+            ("-1", None),
+            ("99999999999TiB", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_size(text), *want, "{text:?}");
+        }
     }
 }

@@ -35,6 +35,10 @@ pub mod defaults {
     pub const BREAKER_OPEN_MAX: Duration = Duration::from_secs(300);
     pub const BREAKER_HALF_OPEN_TRIALS: u32 = 3;
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Per-session processes one stdio upstream may run at once.
+    pub const MAX_INSTANCES: usize = 32;
+    /// A per-session process unused this long is stopped.
+    pub const INSTANCE_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 }
 
 /// The whole validated configuration.
@@ -170,6 +174,46 @@ pub struct StdioConfig {
     pub args: Vec<String>,
     pub env: Vec<(String, Secret)>,
     pub cwd: Option<PathBuf>,
+    /// How many processes serve this upstream.
+    pub pool: PoolPolicy,
+    /// Resource limits each process starts under; `None` sets none.
+    pub limits: Option<ProcessLimits>,
+}
+
+/// How many processes serve one stdio upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolPolicy {
+    /// One process for every session: right for stateless servers, and the
+    /// cheapest.
+    #[default]
+    Shared,
+    /// One process per downstream session, for servers that keep state per
+    /// client (a browser, a REPL, a login). A template process besides them
+    /// answers discovery (the catalog) and health pings.
+    PerSession {
+        /// Most session processes at once; past it a new session's call is
+        /// refused as overloaded rather than spawning without bound.
+        max_instances: usize,
+        /// A session process unused this long is stopped (its session gets a
+        /// fresh one on its next call).
+        idle_timeout: Duration,
+    },
+}
+
+/// rlimits a stdio process starts under, applied by the launcher (the
+/// switchboard binary's hidden `exec-limited` command) between `fork` and
+/// the program's `exec`, so the program never runs unlimited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessLimits {
+    /// `RLIMIT_AS`: address space in bytes; allocations past it fail.
+    pub memory_bytes: Option<u64>,
+    /// `RLIMIT_CPU`: CPU seconds; past it the kernel sends SIGXCPU/SIGKILL.
+    pub cpu_seconds: Option<u64>,
+    /// `RLIMIT_NOFILE`: open file descriptors.
+    pub open_files: Option<u64>,
+    /// The binary that applies the limits and then execs the program: the
+    /// running switchboard (`${self}`).
+    pub launcher: String,
 }
 
 #[derive(Debug, Clone)]

@@ -69,6 +69,26 @@ pub(crate) struct RawUpstream {
     pub(crate) breaker: RawBreaker,
     pub(crate) cache: Option<RawCache>,
     pub(crate) validate_input: Option<bool>,
+    pub(crate) pool: Option<Spanned<String>>,
+    pub(crate) max_instances: Option<u64>,
+    pub(crate) idle_timeout: Option<Spanned<String>>,
+    pub(crate) limits: Option<Spanned<RawLimits>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub(crate) memory: Option<RawSize>,
+    pub(crate) cpu_seconds: Option<u64>,
+    pub(crate) open_files: Option<u64>,
+}
+
+/// A byte size: a number of bytes or a string with a unit ("512MiB").
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]

@@ -487,6 +487,8 @@ async fn forward(
         context: Some(context),
         cancel,
         timeout,
+        // A per_session upstream serves this session from its own process.
+        session: Some(session.id.clone()),
     };
     // Prompt names and URIs are not tools: only tools/call carries mcp.tool.
     let tool = match method {

@@ -85,6 +85,13 @@ impl Gateway {
             .all(|u| matches!(u.status(), UpstreamStatus::Ready(_)))
     }
 
+    /// Closes the named upstream's circuit breaker at once; `false` when no
+    /// upstream has that name. For operators (the admin API) who know the
+    /// upstream recovered and need not wait out the open period.
+    pub fn reset_breaker(&self, upstream: &str) -> bool {
+        self.shared.reset_breaker(upstream)
+    }
+
     /// The federated tool list as clients see it (for `switchboard tools`).
     pub fn tools(&self) -> serde_json::Value {
         let c = self.shared.catalog(catalog::RouteId::Federated);

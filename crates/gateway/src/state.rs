@@ -382,6 +382,10 @@ impl Shared {
         else {
             return;
         };
+        if let Some(session) = event.session {
+            self.on_session_event(i, &session, event.kind);
+            return;
+        }
         match event.kind {
             EventKind::Ready(_) => {
                 if std::mem::take(&mut self.was_down.lock()[i]) {
@@ -402,6 +406,46 @@ impl Shared {
                 self.rediscover[i].notify_one();
             }
             EventKind::Notification(n) => self.on_notification(i, n),
+        }
+    }
+
+    /// An event of one session's own process (`pool = "per_session"`): it
+    /// concerns that session alone. Its Ready/Down say nothing about the
+    /// catalog, which the template process serves.
+    fn on_session_event(&self, i: usize, session: &str, kind: EventKind) {
+        let EventKind::Notification(n) = kind else {
+            return;
+        };
+        let Some(s) = self.sessions.get(session) else {
+            return;
+        };
+        match n.method.as_str() {
+            "notifications/resources/updated" => {
+                let uri = params_uri(&n);
+                if uri.is_some_and(|uri| s.subscriptions.lock().contains(&uri)) {
+                    s.standalone
+                        .push(encode_notification(&n.method, n.params.as_deref()));
+                }
+            }
+            "notifications/message" => {
+                let level = n
+                    .params
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                    .and_then(|v| v.get("level").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_else(|| "info".into());
+                if s.log_opted_in() && s.wants_log(&level) {
+                    s.standalone
+                        .push(encode_notification(&n.method, n.params.as_deref()));
+                }
+            }
+            // The lists come from the template; a session process that
+            // changes its own is not re-discovered per session.
+            other => tracing::debug!(
+                upstream = self.upstreams[i].name(),
+                method = other,
+                "dropping per-session upstream notification"
+            ),
         }
     }
 
@@ -533,6 +577,21 @@ impl Shared {
         if !session.subscriptions.lock().insert(uri.to_owned()) {
             return Ok(switchboard_protocol::empty_object());
         }
+        if self.upstreams[upstream].is_per_session() {
+            // The session's own process: nothing is shared, nothing counted.
+            let options = switchboard_upstream::CallOptions {
+                session: Some(session.id.clone()),
+                ..Default::default()
+            };
+            let outcome = self.upstreams[upstream]
+                .request("resources/subscribe", params, options)
+                .await;
+            if let Err(e) = outcome {
+                session.subscriptions.lock().remove(uri);
+                return Err(e.to_error_object());
+            }
+            return Ok(switchboard_protocol::empty_object());
+        }
         let first = {
             let mut subs = self.subscriptions.lock();
             let n = subs.entry((upstream, uri.to_owned())).or_default();
@@ -552,6 +611,25 @@ impl Shared {
     }
 
     pub(crate) async fn unsubscribe(&self, session: &Session, upstream: usize, uri: &str) {
+        let u = &self.upstreams[upstream];
+        if u.is_per_session() {
+            // Only a live process holds the subscription: never start one
+            // just to unsubscribe.
+            if session.subscriptions.lock().remove(uri) && u.has_session_instance(&session.id) {
+                let options = switchboard_upstream::CallOptions {
+                    session: Some(session.id.clone()),
+                    ..Default::default()
+                };
+                let params = to_raw(&json!({ "uri": uri }));
+                if let Err(e) = u
+                    .request("resources/unsubscribe", Some(params), options)
+                    .await
+                {
+                    tracing::debug!(upstream = u.name(), error = %e, "upstream unsubscribe failed");
+                }
+            }
+            return;
+        }
         if self.release(session, upstream, uri) {
             let params = to_raw(&json!({ "uri": uri }));
             if let Err(e) = self.upstreams[upstream]
@@ -592,15 +670,42 @@ impl Shared {
         true
     }
 
+    /// Releases what an ended session held upstream: shared subscriptions,
+    /// and the processes of `per_session` upstreams (stopped in the
+    /// background, so none outlives its session).
     async fn release_all(&self, session: &Session) {
         let uris: Vec<String> = session.subscriptions.lock().iter().cloned().collect();
         let catalog = self.catalog(session.route);
         for uri in uris {
-            if let Some(u) = catalog.resource(&uri) {
-                self.unsubscribe(session, u, &uri).await;
+            match catalog.resource(&uri) {
+                // The process is about to stop; its subscriptions end with it.
+                Some(u) if self.upstreams[u].is_per_session() => {}
+                Some(u) => self.unsubscribe(session, u, &uri).await,
+                None => {}
             }
         }
+        for u in &self.upstreams {
+            u.end_session(&session.id);
+        }
     }
+
+    /// Closes one upstream's circuit breaker by hand (an operator who knows
+    /// the upstream is fixed need not wait out the open period). Returns
+    /// `false` when no upstream has that name.
+    pub(crate) fn reset_breaker(&self, upstream: &str) -> bool {
+        let Some(i) = self.upstreams.iter().position(|u| u.name() == upstream) else {
+            return false;
+        };
+        self.protection[i].breaker.reset();
+        tracing::info!(upstream, "circuit breaker reset by hand");
+        true
+    }
+}
+
+/// The `uri` of a notification's params, if any.
+fn params_uri(n: &Notification) -> Option<String> {
+    let params: Value = serde_json::from_str(n.params.as_deref()?.get()).ok()?;
+    params.get("uri")?.as_str().map(str::to_owned)
 }
 
 fn telemetry_state(s: switchboard_resilience::BreakerState) -> switchboard_telemetry::BreakerState {
@@ -653,6 +758,40 @@ async fn reaper(shared: Arc<Shared>) {
         for s in shared.sessions.reap(max_idle) {
             tracing::info!(session = %s.id, "closed idle session");
             shared.release_all(&s).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_resilience::BreakerState;
+
+    /// Nothing listens on port 1 of loopback: the upstream never connects,
+    /// and no process is spawned.
+    const CONFIG: &str = "[[upstreams]]\nname = \"down\"\nurl = \"http://127.0.0.1:1/mcp\"\nhealth_check_interval = \"0s\"\nbreaker = { consecutive_failures = 2 }\n";
+
+    #[tokio::test]
+    async fn resetting_a_breaker_closes_it_and_unknown_names_are_refused() {
+        let shared = Shared::start(switchboard_config::parse(CONFIG, "t").unwrap()).unwrap();
+        for _ in 0..2 {
+            shared.protection[0]
+                .breaker
+                .try_acquire()
+                .unwrap()
+                .failure();
+        }
+        assert_eq!(shared.breaker_state(0), BreakerState::Open);
+        assert!(shared.protection[0].breaker.try_acquire().is_err());
+
+        assert!(shared.reset_breaker("down"));
+        assert_eq!(shared.breaker_state(0), BreakerState::Closed);
+        assert!(shared.protection[0].breaker.try_acquire().is_ok());
+
+        assert!(!shared.reset_breaker("nope"));
+        shared.shutdown.cancel();
+        for u in &shared.upstreams {
+            u.shutdown().await;
         }
     }
 }

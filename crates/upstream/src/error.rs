@@ -34,6 +34,13 @@ pub enum CallError {
     /// The upstream broke the protocol (bad JSON, unexpected HTTP status, ...).
     #[error("upstream {upstream:?} broke the protocol: {detail}")]
     Protocol { upstream: Arc<str>, detail: String },
+    /// A per-session upstream already runs its `max_instances` processes, so
+    /// a new session gets none; sessions that end or idle free them.
+    #[error("upstream {upstream:?} is overloaded: it already runs its max_instances of {max_instances} per-session processes; retry later or raise max_instances")]
+    PoolFull {
+        upstream: Arc<str>,
+        max_instances: usize,
+    },
 }
 
 impl CallError {
@@ -45,7 +52,8 @@ impl CallError {
             | CallError::Timeout { upstream, .. }
             | CallError::Cancelled { upstream }
             | CallError::TooLarge { upstream, .. }
-            | CallError::Protocol { upstream, .. } => upstream,
+            | CallError::Protocol { upstream, .. }
+            | CallError::PoolFull { upstream, .. } => upstream,
         }
     }
 
@@ -69,6 +77,7 @@ impl CallError {
             CallError::Cancelled { .. } => code::REQUEST_CANCELLED,
             CallError::TooLarge { .. } => code::MESSAGE_TOO_LARGE,
             CallError::Protocol { .. } => code::INTERNAL_ERROR,
+            CallError::PoolFull { .. } => code::OVERLOADED,
         };
         ErrorObject::new(code, self.to_string())
             .with_data(serde_json::json!({ "upstream": self.upstream() }))
@@ -103,6 +112,19 @@ mod tests {
         assert_eq!(o.code, code::REQUEST_TIMEOUT);
         assert_eq!(o.message, "upstream \"docs\" timed out after 60s");
         assert_eq!(o.data.unwrap()["upstream"], "docs");
+    }
+
+    #[test]
+    fn a_full_pool_is_an_overload_naming_the_upstream_and_its_cap() {
+        let o = CallError::PoolFull {
+            upstream: "browser".into(),
+            max_instances: 4,
+        }
+        .to_error_object();
+        assert_eq!(o.code, code::OVERLOADED);
+        assert!(o.message.contains("\"browser\""), "{}", o.message);
+        assert!(o.message.contains("max_instances of 4"), "{}", o.message);
+        assert_eq!(o.data.unwrap()["upstream"], "browser");
     }
 
     #[test]

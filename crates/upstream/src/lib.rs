@@ -13,6 +13,10 @@
 //! - `health`: the pinger that declares a wedged connection unresponsive.
 //! - `deadline`: request timeouts, restarted by progress up to a hard cap.
 //! - `process`: spawned children, counted until reaped ([`live_processes`]).
+//! - `pool`: the `per_session` policy: a supervised process per downstream
+//!   session, capped and reaped when idle or when the session ends.
+//! - `limits`: rlimits for stdio children, applied by re-executing the
+//!   switchboard binary ([`exec_limited`]) in front of the program.
 //! - `peer`: the request/response core shared by the two transports whose
 //!   messages all travel on one channel (stdio, legacy SSE): id space, pending
 //!   map, routing of server-initiated messages.
@@ -40,8 +44,10 @@ mod handshake;
 mod health;
 mod http;
 mod legacy;
+mod limits;
 mod line;
 mod peer;
+mod pool;
 mod process;
 mod route;
 mod sse;
@@ -60,6 +66,7 @@ use tokio_util::task::TaskTracker;
 
 pub use error::CallError;
 pub use health::HealthStats;
+pub use limits::{exec_limited, LimitArgs, LimitError, EXEC_LIMITED};
 pub use process::live_processes;
 
 use deadline::Budget;
@@ -99,6 +106,10 @@ pub enum Status {
 #[derive(Debug)]
 pub struct UpstreamEvent {
     pub upstream: Arc<str>,
+    /// Set when the event comes from a `per_session` process: it concerns
+    /// that downstream session alone (its logs, its resource updates), and
+    /// its Ready/Down say nothing about the upstream's catalog.
+    pub session: Option<Arc<str>>,
     pub kind: EventKind,
 }
 
@@ -141,6 +152,10 @@ pub struct CallOptions {
     /// (when it carries `_meta.progressToken`) restarts the timeout, up to
     /// the config's `max_timeout` from the start.
     pub timeout: Option<Duration>,
+    /// The downstream session the call is made for. A `per_session` upstream
+    /// serves it from that session's own process (started on first use);
+    /// without one, or for a shared upstream, the shared connection serves.
+    pub session: Option<Arc<str>>,
 }
 
 /// How the supervisor paces reconnection after a failure.
@@ -192,6 +207,9 @@ struct Inner {
     backoff: Backoff,
     health: HealthCounters,
     supervisor: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The per-session processes, for a `per_session` upstream; the
+    /// connection above is then the template that serves discovery.
+    pool: Option<Arc<pool::Pool>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -225,14 +243,41 @@ impl Upstream {
         events: mpsc::Sender<UpstreamEvent>,
         backoff: Backoff,
     ) -> Self {
-        let shared = Arc::new(Shared::new(
+        Self::launch(config, events, backoff, None)
+    }
+
+    /// Starts one per-session process of a pool; its events carry `session`.
+    pub(crate) fn start_instance(
+        config: UpstreamConfig,
+        events: mpsc::Sender<UpstreamEvent>,
+        backoff: Backoff,
+        session: Arc<str>,
+    ) -> Self {
+        Self::launch(config, events, backoff, Some(session))
+    }
+
+    fn launch(
+        config: UpstreamConfig,
+        events: mpsc::Sender<UpstreamEvent>,
+        backoff: Backoff,
+        session: Option<Arc<str>>,
+    ) -> Self {
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let pool = match session {
+            None => pool::Pool::for_config(&config, &events, backoff, &tracker, &shutdown),
+            Some(_) => None,
+        };
+        let mut shared = Shared::new(
             Arc::from(config.name.as_str()),
             events,
             config.timeout,
             config.max_response_bytes,
-            CancellationToken::new(),
-            TaskTracker::new(),
-        ));
+            shutdown,
+            tracker,
+        );
+        shared.session = session;
+        let shared = Arc::new(shared);
         let (status, _) = watch::channel(Status::Connecting);
         let inner = Arc::new(Inner {
             shared,
@@ -243,6 +288,7 @@ impl Upstream {
             backoff,
             health: HealthCounters::default(),
             supervisor: parking_lot::Mutex::new(None),
+            pool,
         });
         let handle = tokio::spawn(supervisor::run(inner.clone()));
         *inner.supervisor.lock() = Some(handle);
@@ -265,9 +311,43 @@ impl Upstream {
         self.inner.status.borrow().clone()
     }
 
-    /// Returns the health checker's and the supervisor's counters.
+    /// Returns the health checker's and the supervisor's counters; the
+    /// restarts of a `per_session` upstream include its session processes'.
     pub fn health_stats(&self) -> HealthStats {
-        self.inner.health.snapshot()
+        let mut stats = self.inner.health.snapshot();
+        if let Some(pool) = &self.inner.pool {
+            stats.restarts += pool.restarts();
+        }
+        stats
+    }
+
+    /// Whether this upstream runs a process per downstream session.
+    pub fn is_per_session(&self) -> bool {
+        self.inner.pool.is_some()
+    }
+
+    /// Returns how many per-session processes run now (0 for a shared
+    /// upstream, whose one process is not counted here).
+    pub fn session_instances(&self) -> usize {
+        self.inner.pool.as_ref().map_or(0, |p| p.len())
+    }
+
+    /// Whether a `per_session` upstream runs a process for `session` now
+    /// (so a call for it would not start one).
+    pub fn has_session_instance(&self, session: &str) -> bool {
+        self.inner
+            .pool
+            .as_ref()
+            .is_some_and(|p| p.contains(session))
+    }
+
+    /// Ends what this upstream keeps for a downstream session that has
+    /// ended: a `per_session` upstream stops the session's process (in the
+    /// background, SIGTERM then SIGKILL to its group). No-op otherwise.
+    pub fn end_session(&self, session: &str) {
+        if let Some(pool) = &self.inner.pool {
+            pool.end_session(session);
+        }
     }
 
     /// Returns the pid (also the process group id) of the stdio child
@@ -317,6 +397,14 @@ impl Upstream {
         params: Option<Box<RawValue>>,
         options: CallOptions,
     ) -> Result<Box<RawValue>, CallError> {
+        if let (Some(pool), Some(session)) = (&self.inner.pool, &options.session) {
+            let lease = pool.lease(session)?;
+            let instance = lease.upstream().clone();
+            // The instance has no pool, so this recursion is one level deep.
+            let outcome = Box::pin(instance.request(method, params, options)).await;
+            drop(lease);
+            return outcome;
+        }
         let conn = self.connection(&options.cancel).await?;
         let budget = Budget {
             timeout: options.timeout.unwrap_or(self.inner.config.timeout),
@@ -387,6 +475,9 @@ impl Upstream {
     /// (2 s); all tasks end. Idempotent.
     pub async fn shutdown(&self) {
         self.inner.shared.shutdown.cancel();
+        if let Some(pool) = &self.inner.pool {
+            pool.shutdown().await;
+        }
         let handle = self.inner.supervisor.lock().take();
         if let Some(handle) = handle {
             // The supervisor stops the connection; its own waits are bounded,

@@ -198,6 +198,8 @@ mod tests {
             args: vec![],
             env: vec![],
             cwd: None,
+            pool: Default::default(),
+            limits: None,
         });
         cfg.timeout = Duration::from_secs(15);
         cfg.connect_timeout = Duration::from_secs(15);

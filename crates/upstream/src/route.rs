@@ -26,6 +26,9 @@ const EVENT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
+    /// The downstream session this connection serves alone (a per-session
+    /// pool's process); its events are marked with it.
+    pub(crate) session: Option<Arc<str>>,
     events: mpsc::Sender<UpstreamEvent>,
     /// Default request timeout; also bounds answers to server requests.
     pub(crate) timeout: Duration,
@@ -52,6 +55,7 @@ impl Shared {
     ) -> Self {
         Self {
             name,
+            session: None,
             events,
             timeout,
             max_bytes,
@@ -88,6 +92,7 @@ impl Shared {
     pub(crate) async fn emit_status(&self, kind: EventKind) {
         let event = UpstreamEvent {
             upstream: self.name.clone(),
+            session: self.session.clone(),
             kind,
         };
         if self
@@ -107,6 +112,7 @@ impl Shared {
         let method = notification.method.clone();
         let event = UpstreamEvent {
             upstream: self.name.clone(),
+            session: self.session.clone(),
             kind: EventKind::Notification(notification),
         };
         if self.events.try_send(event).is_err() {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use switchboard_config::StdioConfig;
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::process::{ChildStdin, Command};
+use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -39,9 +39,9 @@ pub(crate) struct StdioLink {
 
 /// Spawns the child and its reader, writer and stderr tasks.
 pub(crate) fn spawn(shared: &Arc<Shared>, cfg: &StdioConfig) -> Result<StdioLink, String> {
-    let mut cmd = Command::new(&cfg.program);
-    cmd.args(&cfg.args)
-        .envs(cfg.env.iter().map(|(k, v)| (k, v.expose())))
+    // Limits, when configured, put the launcher in front of the program.
+    let mut cmd = crate::limits::command(cfg);
+    cmd.envs(cfg.env.iter().map(|(k, v)| (k, v.expose())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -18,6 +18,8 @@ fn shell(name: &str, script: &str) -> UpstreamConfig {
             args: vec!["-c".into(), script.into()],
             env: vec![],
             cwd: None,
+            pool: Default::default(),
+            limits: None,
         }),
     )
 }
@@ -291,6 +293,8 @@ async fn stdio_a_missing_program_is_down_naming_the_program() {
             args: vec![],
             env: vec![],
             cwd: None,
+            pool: Default::default(),
+            limits: None,
         }),
         ..cfg
     };

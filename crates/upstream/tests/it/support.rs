@@ -258,6 +258,8 @@ pub(crate) fn fake(name: &str, args: &[&str]) -> UpstreamConfig {
             args: args.iter().map(|s| (*s).to_owned()).collect(),
             env: vec![],
             cwd: None,
+            pool: Default::default(),
+            limits: None,
         }),
     )
 }
