@@ -521,7 +521,8 @@ mod tests {
     fn routing_headers_must_agree_with_the_body() {
         let v = ("MCP-Protocol-Version", "2026-07-28");
         let call = json!({"name": "echo", "arguments": {}});
-        let cases: Vec<(Vec<(&str, &str)>, &str, Value, Result<(), i32>)> = vec![
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, Value, Result<(), i32>);
+        let cases: Vec<Case> = vec![
             (
                 vec![v, ("Mcp-Method", "tools/list")],
                 "tools/list",
