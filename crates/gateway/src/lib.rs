@@ -23,6 +23,7 @@ mod catalog;
 mod dispatch;
 mod http;
 mod limit;
+mod modern;
 mod origin;
 mod outbound;
 mod protect;

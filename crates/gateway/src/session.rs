@@ -102,6 +102,25 @@ impl Session {
         }
     }
 
+    /// A short-lived session for one stateless (2026-07-28) request, built
+    /// from its `_meta`, so dispatch serves both eras with one code path.
+    /// Without a `logLevel` in `_meta` the request gets no log messages.
+    pub(crate) fn stateless(
+        route: RouteId,
+        protocol_version: &'static str,
+        capabilities: Value,
+        log_level: Option<u8>,
+    ) -> Self {
+        let s = Self::new(route, Transport::StreamableHttp);
+        let _ = s.init.set(Init {
+            protocol_version,
+            capabilities,
+        });
+        s.log_level
+            .store(log_level.unwrap_or(u8::MAX), Ordering::Relaxed);
+        s
+    }
+
     pub(crate) fn track(&self, guard: switchboard_telemetry::GaugeGuard) {
         *self.gauge.lock() = Some(guard);
     }
@@ -143,7 +162,9 @@ impl Session {
 
     /// Whether a log message of `level` passes the client's `logging/setLevel`.
     pub(crate) fn wants_log(&self, level: &str) -> bool {
-        log_level_index(level).unwrap_or(u8::MAX) >= self.log_level.load(Ordering::Relaxed)
+        let threshold = self.log_level.load(Ordering::Relaxed);
+        // u8::MAX: a stateless request that did not opt in to logs.
+        threshold != u8::MAX && log_level_index(level).unwrap_or(u8::MAX) >= threshold
     }
 
     pub(crate) fn touch(&self) {

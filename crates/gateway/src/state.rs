@@ -79,6 +79,8 @@ pub(crate) struct Shared {
     was_down: Mutex<Vec<bool>>,
     /// Per upstream: how often it came back after being down.
     restarts: Vec<std::sync::atomic::AtomicU64>,
+    /// The stateless (2026-07-28) face: `requestState` sealing, parked calls.
+    pub(crate) modern: crate::modern::Modern,
 }
 
 const EVENT_QUEUE: usize = 1024;
@@ -136,6 +138,7 @@ impl Shared {
             restarts: (0..n)
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect(),
+            modern: crate::modern::Modern::new(None),
         });
         shared.publish(&[]);
         for i in 0..n {
