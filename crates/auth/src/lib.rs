@@ -30,6 +30,7 @@ mod fetch;
 pub mod identity;
 pub mod jwt;
 pub mod key;
+pub mod prm;
 pub mod scope;
 
 pub use error::{AuthError, SettingsError, UpstreamAuthError};
@@ -40,5 +41,6 @@ pub use key::{
     api_key_display_prefix, api_key_matches, generate_api_key, hash_api_key, is_api_key,
     parse_bearer, Credential, NewApiKey, API_KEY_PREFIX,
 };
+pub use prm::{protected_resource_metadata, www_authenticate, PrmSettings};
 pub use scope::{ScopeError, Scopes, Target};
 pub use switchboard_config::Secret;
