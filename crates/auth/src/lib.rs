@@ -32,6 +32,7 @@ pub mod jwt;
 pub mod key;
 pub mod prm;
 pub mod scope;
+pub mod upstream;
 
 pub use error::{AuthError, SettingsError, UpstreamAuthError};
 pub use fetch::FetchLimits;
@@ -44,3 +45,7 @@ pub use key::{
 pub use prm::{protected_resource_metadata, www_authenticate, PrmSettings};
 pub use scope::{ScopeError, Scopes, Target};
 pub use switchboard_config::Secret;
+pub use upstream::{
+    CallerToken, ClientAuthMethod, ClientCredentials, Grant, OAuthClientSettings, TokenEndpoint,
+    TokenExchangeSettings, TokenTiming, UpstreamAuth, UpstreamCredential,
+};
