@@ -30,7 +30,9 @@ mod fetch;
 pub mod identity;
 pub mod jwt;
 pub mod key;
+pub mod prm;
 pub mod scope;
+pub mod upstream;
 
 pub use error::{AuthError, SettingsError, UpstreamAuthError};
 pub use fetch::FetchLimits;
@@ -40,5 +42,10 @@ pub use key::{
     api_key_display_prefix, api_key_matches, generate_api_key, hash_api_key, is_api_key,
     parse_bearer, Credential, NewApiKey, API_KEY_PREFIX,
 };
+pub use prm::{protected_resource_metadata, www_authenticate, PrmSettings};
 pub use scope::{ScopeError, Scopes, Target};
 pub use switchboard_config::Secret;
+pub use upstream::{
+    CallerToken, ClientAuthMethod, ClientCredentials, Grant, OAuthClientSettings, TokenEndpoint,
+    TokenExchangeSettings, TokenTiming, UpstreamAuth, UpstreamCredential,
+};
