@@ -215,6 +215,7 @@ fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, Con
             .rate_limit_per_minute
             .unwrap_or(defaults::RATE_LIMIT_PER_MINUTE),
         rate_limit_loopback: s.rate_limit_loopback.unwrap_or(false),
+        tls: s.tls.as_ref().map(|t| tls(&v, t)).transpose()?,
         metrics_token: s
             .metrics_token
             .as_ref()
@@ -266,6 +267,30 @@ fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, Con
         server,
         upstreams,
         origin: origin.to_owned(),
+    })
+}
+
+/// `[server.tls]`: paths only; reading and checking the PEM files needs a
+/// crypto provider, so the gateway does it (and names the file on failure).
+fn tls(v: &Validator<'_>, t: &Spanned<crate::raw::RawTls>) -> Result<TlsConfig, ConfigError> {
+    let path = |p: &Spanned<String>, field: &str| -> Result<PathBuf, ConfigError> {
+        let at = p.span().start;
+        let value = v.interp(at, field, p.get_ref())?;
+        if value.trim().is_empty() {
+            return Err(v.err(Some(at), field, "is empty; give the path of a PEM file"));
+        }
+        Ok(PathBuf::from(value))
+    };
+    let t = t.get_ref();
+    let interval = v.duration(
+        &t.reload_interval,
+        "server.tls.reload_interval",
+        defaults::TLS_RELOAD_INTERVAL,
+    )?;
+    Ok(TlsConfig {
+        cert: path(&t.cert, "server.tls.cert")?,
+        key: path(&t.key, "server.tls.key")?,
+        reload_interval: (!interval.is_zero()).then_some(interval),
     })
 }
 
@@ -613,6 +638,11 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\ncache = { ttl = \"0s\", resources = true }", &["test.toml:4", "upstreams[0].cache.ttl", "more than 0"]),
             ("[server]\nresponse_mode = \"json\"", &["test.toml:2", "server.response_mode", "\"sse\""]),
             ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/\"\ntools = { allow = [\"[\"] }", &["upstreams[0].tools", "bad glob"]),
+            ("[server.tls]\ncert = \"c.pem\"", &["test.toml", "missing field", "key"]),
+            ("[server.tls]\ncert = \"\"\nkey = \"k.pem\"", &["test.toml:2", "server.tls.cert", "is empty"]),
+            ("[server.tls]\ncert = \"c.pem\"\nkey = \"${env:MISSING}\"", &["test.toml:3", "server.tls.key", "MISSING is not set"]),
+            ("[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nreload_interval = \"often\"", &["test.toml:4", "server.tls.reload_interval", "not a duration"]),
+            ("[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nca = \"x\"", &["unknown field", "ca"]),
         ];
         for (text, needles) in cases {
             let msg = check(text).unwrap_err().to_string();
@@ -646,6 +676,22 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
         );
         assert_eq!(u.health_check_interval, None, "0s disables pings");
         assert_eq!(u.retries, defaults::RETRIES);
+    }
+
+    #[test]
+    fn tls_paths_interpolate_and_a_zero_interval_disables_reloading() {
+        let c = check("[server.tls]\ncert = \"/etc/${env:TOKEN}/cert.pem\"\nkey = \"key.pem\"\nreload_interval = \"0s\"").unwrap();
+        let tls = c.server.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/etc/t0k/cert.pem"));
+        assert_eq!(tls.key, PathBuf::from("key.pem"));
+        assert_eq!(tls.reload_interval, None);
+        let tls = check("[server.tls]\ncert = \"c\"\nkey = \"k\"")
+            .unwrap()
+            .server
+            .tls
+            .unwrap();
+        assert_eq!(tls.reload_interval, Some(defaults::TLS_RELOAD_INTERVAL));
+        assert!(check("").unwrap().server.tls.is_none());
     }
 
     #[test]
