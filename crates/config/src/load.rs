@@ -220,6 +220,7 @@ fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, Con
             .rate_limit_per_minute
             .unwrap_or(defaults::RATE_LIMIT_PER_MINUTE),
         rate_limit_loopback: s.rate_limit_loopback.unwrap_or(false),
+        tls: s.tls.as_ref().map(|t| tls(&v, t)).transpose()?,
         metrics_token: s
             .metrics_token
             .as_ref()
@@ -275,6 +276,30 @@ fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, Con
         auth,
         security,
         origin: origin.to_owned(),
+    })
+}
+
+/// `[server.tls]`: paths only; reading and checking the PEM files needs a
+/// crypto provider, so the gateway does it (and names the file on failure).
+fn tls(v: &Validator<'_>, t: &Spanned<crate::raw::RawTls>) -> Result<TlsConfig, ConfigError> {
+    let path = |p: &Spanned<String>, field: &str| -> Result<PathBuf, ConfigError> {
+        let at = p.span().start;
+        let value = v.interp(at, field, p.get_ref())?;
+        if value.trim().is_empty() {
+            return Err(v.err(Some(at), field, "is empty; give the path of a PEM file"));
+        }
+        Ok(PathBuf::from(value))
+    };
+    let t = t.get_ref();
+    let interval = v.duration(
+        &t.reload_interval,
+        "server.tls.reload_interval",
+        defaults::TLS_RELOAD_INTERVAL,
+    )?;
+    Ok(TlsConfig {
+        cert: path(&t.cert, "server.tls.cert")?,
+        key: path(&t.key, "server.tls.key")?,
+        reload_interval: (!interval.is_zero()).then_some(interval),
     })
 }
 
@@ -818,6 +843,11 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nlimits = {}", &["upstreams[0].limits", "sets no limit"]),
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nlimits = { stack = 1 }", &["unknown field", "stack"]),
             ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/mcp\"\nlimits = { cpu_seconds = 5 }", &["upstreams[0].limits", "stdio upstreams"]),
+            ("[server.tls]\ncert = \"c.pem\"", &["test.toml", "missing field", "key"]),
+            ("[server.tls]\ncert = \"\"\nkey = \"k.pem\"", &["test.toml:2", "server.tls.cert", "is empty"]),
+            ("[server.tls]\ncert = \"c.pem\"\nkey = \"${env:MISSING}\"", &["test.toml:3", "server.tls.key", "MISSING is not set"]),
+            ("[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nreload_interval = \"often\"", &["test.toml:4", "server.tls.reload_interval", "not a duration"]),
+            ("[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nca = \"x\"", &["unknown field", "ca"]),
         ];
         for (text, needles) in cases {
             let msg = check(text).unwrap_err().to_string();
@@ -851,6 +881,22 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
         );
         assert_eq!(u.health_check_interval, None, "0s disables pings");
         assert_eq!(u.retries, defaults::RETRIES);
+    }
+
+    #[test]
+    fn tls_paths_interpolate_and_a_zero_interval_disables_reloading() {
+        let c = check("[server.tls]\ncert = \"/etc/${env:TOKEN}/cert.pem\"\nkey = \"key.pem\"\nreload_interval = \"0s\"").unwrap();
+        let tls = c.server.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/etc/t0k/cert.pem"));
+        assert_eq!(tls.key, PathBuf::from("key.pem"));
+        assert_eq!(tls.reload_interval, None);
+        let tls = check("[server.tls]\ncert = \"c\"\nkey = \"k\"")
+            .unwrap()
+            .server
+            .tls
+            .unwrap();
+        assert_eq!(tls.reload_interval, Some(defaults::TLS_RELOAD_INTERVAL));
+        assert!(check("").unwrap().server.tls.is_none());
     }
 
     #[test]

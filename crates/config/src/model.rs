@@ -39,6 +39,8 @@ pub mod defaults {
     pub const MAX_INSTANCES: usize = 32;
     /// A per-session process unused this long is stopped.
     pub const INSTANCE_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    /// How often the TLS certificate and key files are checked for changes.
+    pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 }
 
 /// The whole validated configuration.
@@ -73,6 +75,21 @@ pub struct ServerConfig {
     /// Whether loopback clients are limited too (by default they are not:
     /// a local gateway serves its own user).
     pub rate_limit_loopback: bool,
+    /// TLS termination; `None` serves plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// Where the PEM certificate chain and private key live. The files are read
+/// by the gateway at start (so a bad pair stops it there) and re-read when
+/// they change, so a renewed certificate needs no restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    pub key: PathBuf,
+    /// How often the files are checked for changes; `None` never reloads.
+    pub reload_interval: Option<Duration>,
 }
 
 /// How a Streamable HTTP request is answered when the client accepts both

@@ -32,6 +32,15 @@ pub(crate) struct RawServer {
     pub(crate) metrics_token: Option<Spanned<String>>,
     pub(crate) rate_limit_per_minute: Option<u32>,
     pub(crate) rate_limit_loopback: Option<bool>,
+    pub(crate) tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) cert: Spanned<String>,
+    pub(crate) key: Spanned<String>,
+    pub(crate) reload_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
