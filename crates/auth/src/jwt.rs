@@ -440,7 +440,7 @@ impl KeySet {
             (Some(_), Some(k), Some(_)) => Ok(k.clone()),
             (None, Some(_), Some(_)) => Err(AuthError::AmbiguousKey),
             (Some(kid), None, _) => Err(AuthError::UnknownKey(kid.to_owned())),
-            (None, None, _) => Err(AuthError::UnknownKey(String::new())),
+            (None, None, _) => Err(AuthError::UnknownKey("(none)".to_owned())),
         }
     }
 }
