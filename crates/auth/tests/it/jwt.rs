@@ -437,6 +437,13 @@ fn settings_that_cannot_work_are_refused_by_field() {
         ),
         (
             JwtSettings {
+                jwks_url: Some(Url::parse("https://user:pw@idp.example.com/jwks").unwrap()),
+                ..JwtSettings::new(ISS, AUD)
+            },
+            "jwks_url",
+        ),
+        (
+            JwtSettings {
                 hs256_secret: secret(SECRET),
                 algorithms: vec![Algorithm::RS256],
                 ..JwtSettings::new(ISS, AUD)
