@@ -42,9 +42,17 @@ pub(crate) fn client(limits: &FetchLimits) -> Result<Client, SettingsError> {
         .map_err(|e| SettingsError::new("http client", describe(&e)))
 }
 
-/// Refuses plain `http` except to a loopback host: key sets and tokens
-/// fetched in the clear could be swapped on the way.
+/// Refuses plain `http` except to a loopback host (key sets and tokens
+/// fetched in the clear could be swapped on the way) and URLs with
+/// credentials.
 pub(crate) fn require_secure(url: &Url, field: &'static str) -> Result<(), SettingsError> {
+    // Credentials in a URL end up in every message that names it.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(SettingsError::new(
+            field,
+            "carries credentials in the url; configure them as client credentials instead",
+        ));
+    }
     match url.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(url) => Ok(()),

@@ -265,7 +265,7 @@ impl JwtVerifier {
         validation.set_audience(&self.audience);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
-            .map_err(map_jwt_error)?;
+            .map_err(|e| map_jwt_error(e, alg))?;
         let claims = data.claims;
         let subject = match claims.get("sub") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -359,13 +359,16 @@ fn read_header(token: &str) -> Result<Header, AuthError> {
     })?;
     let kid = match header.get("kid") {
         None => None,
-        Some(Value::String(k)) => Some(k.chars().take(128).collect()),
+        Some(Value::String(k)) if k.len() > 256 => {
+            return Err(AuthError::MalformedToken("header kid is too long"))
+        }
+        Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(AuthError::MalformedToken("header kid is not a string")),
     };
     Ok(Header { alg, kid })
 }
 
-fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
+fn map_jwt_error(e: jsonwebtoken::errors::Error, alg: Algorithm) -> AuthError {
     use jsonwebtoken::errors::ErrorKind as K;
     match e.kind() {
         K::InvalidSignature
@@ -378,7 +381,7 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
         K::InvalidIssuer => AuthError::WrongIssuer,
         K::InvalidAudience => AuthError::WrongAudience,
         K::InvalidAlgorithm | K::InvalidAlgorithmName | K::MissingAlgorithm => {
-            AuthError::AlgorithmNotAllowed("this algorithm for this key".into())
+            AuthError::AlgorithmNotAllowed(format!("{alg:?}"))
         }
         K::MissingRequiredClaim(c) => AuthError::MissingClaim(match c.as_str() {
             "exp" => "exp",
@@ -440,7 +443,7 @@ impl KeySet {
             (Some(_), Some(k), Some(_)) => Ok(k.clone()),
             (None, Some(_), Some(_)) => Err(AuthError::AmbiguousKey),
             (Some(kid), None, _) => Err(AuthError::UnknownKey(kid.to_owned())),
-            (None, None, _) => Err(AuthError::UnknownKey(String::new())),
+            (None, None, _) => Err(AuthError::UnknownKey("(none)".to_owned())),
         }
     }
 }

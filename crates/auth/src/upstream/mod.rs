@@ -188,6 +188,16 @@ impl UpstreamAuth {
         }
     }
 
+    /// Returns the refresh token in use, for an OAuth client with an
+    /// operator-provisioned one: servers that rotate refresh tokens make the
+    /// stored one stale, so the caller persists this after a refresh.
+    pub async fn refresh_token(&self) -> Option<Secret> {
+        match &self.inner {
+            Inner::OAuth(s) => s.refresh_token().await,
+            _ => None,
+        }
+    }
+
     /// The upstream this credential belongs to.
     pub fn upstream(&self) -> &str {
         &self.upstream

@@ -207,6 +207,10 @@ impl TokenSource {
         .await
     }
 
+    pub(crate) async fn refresh_token(&self) -> Option<Secret> {
+        self.state.lock().await.refresh_token.clone()
+    }
+
     pub(crate) fn reject(&self, rejected: &HeaderValue) {
         if let Ok(mut c) = self.current.write() {
             if c.as_ref().is_some_and(|c| c.header == rejected) {

@@ -437,6 +437,13 @@ fn settings_that_cannot_work_are_refused_by_field() {
         ),
         (
             JwtSettings {
+                jwks_url: Some(Url::parse("https://user:pw@idp.example.com/jwks").unwrap()),
+                ..JwtSettings::new(ISS, AUD)
+            },
+            "jwks_url",
+        ),
+        (
+            JwtSettings {
                 hs256_secret: secret(SECRET),
                 algorithms: vec![Algorithm::RS256],
                 ..JwtSettings::new(ISS, AUD)
@@ -457,4 +464,45 @@ fn settings_that_cannot_work_are_refused_by_field() {
         assert_eq!(err.field, field, "{err}");
         assert!(!err.to_string().contains(SECRET));
     }
+}
+
+#[tokio::test]
+async fn a_token_signed_by_another_key_under_a_known_kid_is_forged() {
+    let doc = Doc::new(key("jwks.json"));
+    let v = JwtVerifier::new(jwks_settings(jwks_server(&doc).await)).unwrap();
+    let forged = rs256("rsa2.pem", "rsa-1", &claims());
+    assert_eq!(
+        v.verify(&forged).await.unwrap_err(),
+        AuthError::BadSignature
+    );
+}
+
+#[tokio::test]
+async fn a_token_without_kid_needs_exactly_one_fitting_key() {
+    let doc = Doc::new(key("jwks.json"));
+    let v = JwtVerifier::new(jwks_settings(jwks_server(&doc).await)).unwrap();
+    let no_kid = encode(
+        &Header::new(Algorithm::RS256),
+        &claims(),
+        &EncodingKey::from_rsa_pem(key("rsa.pem").as_bytes()).unwrap(),
+    )
+    .unwrap();
+    // One RSA key (the EC key does not fit RS256).
+    v.verify(&no_kid).await.unwrap();
+
+    let mut both: Value = serde_json::from_str(&key("jwks.json")).unwrap();
+    let rotated: Value = serde_json::from_str(&key("jwks-rotated.json")).unwrap();
+    both["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(rotated["keys"][0].clone());
+    let doc = Doc::new(both.to_string());
+    let v = JwtVerifier::new(jwks_settings(jwks_server(&doc).await)).unwrap();
+    assert_eq!(
+        v.verify(&no_kid).await.unwrap_err(),
+        AuthError::AmbiguousKey
+    );
+    v.verify(&rs256("rsa2.pem", "rsa-2", &claims()))
+        .await
+        .unwrap();
 }

@@ -247,6 +247,12 @@ async fn an_operator_refresh_token_is_used_and_its_rotation_followed() {
         reqs[1].form["refresh_token"], "rt-2",
         "the rotated refresh token"
     );
+    let kept = auth.refresh_token().await.unwrap();
+    assert_eq!(
+        kept.expose(),
+        "rt-3",
+        "the latest rotation is kept for persisting"
+    );
     assert_eq!(reqs[0].form["client_id"], "gateway");
     assert_eq!(reqs[0].form["client_secret"], "s3cret:&=");
     assert_eq!(reqs[0].authorization, None);
