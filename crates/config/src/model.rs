@@ -65,6 +65,11 @@ pub struct ServerConfig {
     /// Whether loopback clients are limited too (by default they are not:
     /// a local gateway serves its own user).
     pub rate_limit_loopback: bool,
+    /// Seals the `requestState` the gateway hands to 2026-07-28 clients.
+    /// Replicas behind one load balancer need the same key; `None` means a
+    /// random key per process (states then only work on the replica that
+    /// issued them).
+    pub request_state_key: Option<Secret>,
 }
 
 /// How a Streamable HTTP request is answered when the client accepts both

@@ -28,6 +28,7 @@ pub(crate) struct RawServer {
     pub(crate) metrics_token: Option<Spanned<String>>,
     pub(crate) rate_limit_per_minute: Option<u32>,
     pub(crate) rate_limit_loopback: Option<bool>,
+    pub(crate) request_state_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
