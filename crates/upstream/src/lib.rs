@@ -41,6 +41,7 @@ mod health;
 mod http;
 mod legacy;
 mod line;
+mod modern;
 mod peer;
 mod process;
 mod route;
