@@ -221,6 +221,14 @@ fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, Con
             .unwrap_or(defaults::RATE_LIMIT_PER_MINUTE),
         rate_limit_loopback: s.rate_limit_loopback.unwrap_or(false),
         tls: s.tls.as_ref().map(|t| tls(&v, t)).transpose()?,
+        request_state_key: s
+            .request_state_key
+            .as_ref()
+            .map(|t| {
+                v.interp(t.span().start, "server.request_state_key", t.get_ref())
+                    .map(Secret::new)
+            })
+            .transpose()?,
         metrics_token: s
             .metrics_token
             .as_ref()
@@ -778,6 +786,22 @@ mod tests {
 
     fn check(text: &str) -> Result<Config, ConfigError> {
         parse_for_test(text)
+    }
+
+    #[test]
+    fn the_request_state_key_is_an_interpolated_secret() {
+        let c = check("[server]\nrequest_state_key = \"${env:TOKEN}\"").unwrap();
+        let key = c.server.request_state_key.as_ref().map(Secret::expose);
+        assert_eq!(key, Some("t0k"));
+        assert!(
+            !format!("{c:?}").contains("t0k"),
+            "the key leaks into Debug"
+        );
+        assert!(check("[server]")
+            .unwrap()
+            .server
+            .request_state_key
+            .is_none());
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub struct ServerConfig {
     pub rate_limit_loopback: bool,
     /// TLS termination; `None` serves plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// Seals the `requestState` the gateway hands to 2026-07-28 clients.
+    /// Replicas behind one load balancer need the same key; `None` means a
+    /// random key per process (states then only work on the replica that
+    /// issued them).
+    pub request_state_key: Option<Secret>,
 }
 
 /// Where the PEM certificate chain and private key live. The files are read

@@ -33,6 +33,7 @@ pub(crate) struct RawServer {
     pub(crate) rate_limit_per_minute: Option<u32>,
     pub(crate) rate_limit_loopback: Option<bool>,
     pub(crate) tls: Option<Spanned<RawTls>>,
+    pub(crate) request_state_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

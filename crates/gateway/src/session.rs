@@ -78,6 +78,8 @@ pub(crate) struct Session {
     pub(crate) attached: AtomicU64,
     /// Keeps the session counted in `active_sessions_total` while it lives.
     gauge: Mutex<Option<switchboard_telemetry::GaugeGuard>>,
+    /// Built for one stateless (2026-07-28) request rather than negotiated.
+    stateless: bool,
 }
 
 impl Session {
@@ -99,6 +101,7 @@ impl Session {
             closed: CancellationToken::new(),
             attached: AtomicU64::new(0),
             gauge: Mutex::new(None),
+            stateless: false,
         }
     }
 
@@ -111,7 +114,8 @@ impl Session {
         capabilities: Value,
         log_level: Option<u8>,
     ) -> Self {
-        let s = Self::new(route, Transport::StreamableHttp);
+        let mut s = Self::new(route, Transport::StreamableHttp);
+        s.stateless = true;
         let _ = s.init.set(Init {
             protocol_version,
             capabilities,
@@ -119,6 +123,10 @@ impl Session {
         s.log_level
             .store(log_level.unwrap_or(u8::MAX), Ordering::Relaxed);
         s
+    }
+
+    pub(crate) fn is_stateless(&self) -> bool {
+        self.stateless
     }
 
     pub(crate) fn track(&self, guard: switchboard_telemetry::GaugeGuard) {

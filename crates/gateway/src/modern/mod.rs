@@ -32,7 +32,7 @@ use switchboard_protocol::modern::{
 };
 use switchboard_protocol::{
     code, decode_message, encode_error, encode_result, to_raw, Decoded, ErrorObject, Message,
-    Request, RequestId, ResponsePayload,
+    RawValue, Request, RequestId, ResponsePayload,
 };
 use switchboard_telemetry::RejectReason;
 
@@ -273,9 +273,9 @@ pub(crate) async fn post(
         _ if wire::allows_input_required(method)
             && params.get("requestState").is_some_and(|s| !s.is_null()) =>
         {
-            resume(call, params).await
+            resume(call, route, params).await
         }
-        _ => start(call, route, request, params).await,
+        _ => start(call, route, params).await,
     }
 }
 
@@ -328,7 +328,11 @@ fn legacy_params(mut params: Map<String, Value>) -> Map<String, Value> {
     params.remove("inputResponses");
     params.remove("requestState");
     if let Some(Value::Object(meta)) = params.get_mut("_meta") {
-        meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+        // The client's capabilities stay: a stateless upstream then asks only
+        // for what the client can answer (legacy upstreams ignore the key).
+        meta.retain(|k, _| {
+            !k.starts_with("io.modelcontextprotocol/") || k == wire::META_CLIENT_CAPABILITIES
+        });
         if meta.is_empty() {
             params.remove("_meta");
         }
@@ -337,12 +341,12 @@ fn legacy_params(mut params: Map<String, Value>) -> Map<String, Value> {
 }
 
 /// Runs a fresh request through dispatch and answers it.
-async fn start(
-    call: Call,
-    route: RouteId,
-    request: Request,
-    params: Map<String, Value>,
-) -> Response {
+async fn start(call: Call, route: RouteId, params: Map<String, Value>) -> Response {
+    run(call, route, legacy_params(params)).await
+}
+
+/// Runs `params` (already rewritten for upstreams) through dispatch.
+async fn run(call: Call, route: RouteId, params: Map<String, Value>) -> Response {
     // The gateway accepts every server→client request of a stateless call
     // and decides at the edge (`InputRequiredResult` or `-32021`), where it
     // can still answer the client.
@@ -354,9 +358,9 @@ async fn start(
     ));
     let stream = Arc::new(Outbound::new(REQUEST_STREAM_CAPACITY));
     let request = Request {
-        id: request.id,
-        method: request.method,
-        params: Some(to_raw(&legacy_params(params))),
+        id: call.id.clone(),
+        method: call.method.clone(),
+        params: Some(to_raw(&params)),
     };
     {
         let (shared, session, stream) = (call.shared.clone(), session.clone(), stream.clone());
@@ -369,7 +373,7 @@ async fn start(
 }
 
 /// Retries a parked call with the client's `inputResponses`.
-async fn resume(call: Call, params: Map<String, Value>) -> Response {
+async fn resume(call: Call, route: RouteId, params: Map<String, Value>) -> Response {
     let sealed = params
         .get("requestState")
         .and_then(Value::as_str)
@@ -388,6 +392,17 @@ async fn resume(call: Call, params: Map<String, Value>) -> Response {
             )
         }
     };
+    if let Some(inner) = state.upstream {
+        // A stateless upstream's own state: any replica can continue it.
+        let mut p = legacy_params(params.clone());
+        if let Some(r) = params.get("inputResponses") {
+            p.insert("inputResponses".into(), r.clone());
+        }
+        if !inner.is_empty() {
+            p.insert("requestState".into(), Value::String(inner));
+        }
+        return run(call, route, p).await;
+    }
     if state.replica != modern.replica {
         return reply(
             StatusCode::BAD_REQUEST,
@@ -530,6 +545,11 @@ fn step(
         Ok(Message::Notification(_)) => Step::Notify(data.clone()),
         Ok(Message::Response(r)) => match r.payload {
             ResponsePayload::Result(result) => {
+                if result.get().contains("\"input_required\"") {
+                    if let Some(step) = pass_through(call, session, &result) {
+                        return step;
+                    }
+                }
                 let result = annotate_result(&call.method, &result, call.hint);
                 Step::Done(StatusCode::OK, encode_result(&call.id, &result).into())
             }
@@ -627,6 +647,129 @@ fn input_required(
         StatusCode::OK,
         encode_result(&call.id, &to_raw(&result)).into(),
     )
+}
+
+/// A stateless upstream answered with an `InputRequiredResult`: hand it on,
+/// its `requestState` wrapped in the gateway's sealed one (so the retry comes
+/// back to the gateway, and any replica can forward it), or `-32021` when it
+/// asks for something the client did not declare. `None` when the result is
+/// not really an `InputRequiredResult`.
+fn pass_through(call: &Call, session: &Arc<Session>, result: &RawValue) -> Option<Step> {
+    let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(result.get()) else {
+        return None;
+    };
+    if map.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        return None;
+    }
+    let refuse = |e: ErrorObject| {
+        session.close();
+        Some(Step::Done(
+            status_of(&e),
+            encode_error(Some(&call.id), &e).into(),
+        ))
+    };
+    if !wire::allows_input_required(&call.method) {
+        return refuse(ErrorObject::internal(format!(
+            "the upstream asked for client input during {}, which cannot take it",
+            call.method
+        )));
+    }
+    let asked: Vec<String> = map
+        .get("inputRequests")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.values()
+                .filter_map(|r| r.get("method").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    for method in asked {
+        let capability = match method.as_str() {
+            "sampling/createMessage" => "sampling",
+            "elicitation/create" => "elicitation",
+            "roots/list" => "roots",
+            _ => continue,
+        };
+        if !call.meta.has_capability(capability) {
+            return refuse(wire::missing_capability(
+                capability,
+                &format!("the upstream asked for {method} to complete this request"),
+            ));
+        }
+    }
+    let inner = map
+        .get("requestState")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let modern = &call.shared.modern;
+    let mut state = seal::state(
+        0,
+        modern.replica,
+        seal::expiry(SystemTime::now(), park::PARK_TTL),
+        &call.method,
+        &call.target,
+    );
+    state.upstream = Some(inner);
+    map.insert(
+        "requestState".into(),
+        Value::String(modern.sealer.seal(&state)),
+    );
+    Some(Step::Done(
+        StatusCode::OK,
+        encode_result(&call.id, &to_raw(&map)).into(),
+    ))
+}
+
+/// Rounds of `InputRequiredResult` a legacy client's call may go through.
+const MAX_INPUT_ROUNDS: u32 = 10;
+
+/// For a legacy client: when a stateless upstream answered with an
+/// `InputRequiredResult`, asks the client each question as the legacy
+/// server→client request it is (on the originating stream, through the
+/// relay), and rewrites `params` for the retry. `Ok(None)` when `result` is
+/// final.
+pub(crate) async fn fulfil_round(
+    relay: &dyn switchboard_upstream::RequestContext,
+    result: &RawValue,
+    params: &mut Map<String, Value>,
+    rounds: &mut u32,
+) -> Result<Option<()>, ErrorObject> {
+    if !result.get().contains("\"input_required\"") {
+        return Ok(None);
+    }
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(result.get()) else {
+        return Ok(None);
+    };
+    if map.get("resultType").and_then(Value::as_str) != Some("input_required") {
+        return Ok(None);
+    }
+    *rounds += 1;
+    if *rounds > MAX_INPUT_ROUNDS {
+        return Err(ErrorObject::internal(format!(
+            "the upstream asked for client input more than {MAX_INPUT_ROUNDS} times for one call"
+        )));
+    }
+    let mut responses = Map::new();
+    if let Some(requests) = map.get("inputRequests").and_then(Value::as_object) {
+        for (key, request) in requests {
+            let method = request
+                .get("method")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let asked = request.get("params").map(to_raw);
+            let answer = relay.request(method, asked).await?;
+            let answer: Value = serde_json::from_str(answer.get()).unwrap_or(Value::Null);
+            responses.insert(key.clone(), answer);
+        }
+    }
+    params.insert("inputResponses".into(), Value::Object(responses));
+    match map.get("requestState") {
+        Some(state) => params.insert("requestState".into(), state.clone()),
+        None => params.remove("requestState"),
+    };
+    Ok(Some(()))
 }
 
 /// The stateless face's own state, held by `Shared`.
@@ -729,6 +872,9 @@ mod tests {
         let Value::Object(p) = p else { unreachable!() };
         let out = Value::Object(legacy_params(p));
         assert_eq!(out, json!({"name": "t", "_meta": {"progressToken": 3}}));
+        let p = json!({"_meta": {"io.modelcontextprotocol/clientCapabilities": {}}});
+        let Value::Object(p) = p else { unreachable!() };
+        assert_eq!(Value::Object(legacy_params(p.clone())), Value::Object(p));
     }
 
     #[test]
