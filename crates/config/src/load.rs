@@ -474,7 +474,7 @@ fn upstream(
     v: &Validator<'_>,
     i: usize,
     at: usize,
-    u: RawUpstream,
+    mut u: RawUpstream,
 ) -> Result<UpstreamConfig, ConfigError> {
     let name = u.name.get_ref().clone();
     let name_at = u.name.span().start;
@@ -565,7 +565,15 @@ fn upstream(
                     Ok((k.clone(), Secret::new(val)))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let http = HttpConfig { url, headers };
+            let oauth = u
+                .oauth
+                .take()
+                .map(|o| crate::security::upstream_oauth(v, at, &field, o))
+                .transpose()?;
+            if oauth.is_some() && headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+                return Err(v.err(Some(at), field("oauth"), "an upstream gets its Authorization from `oauth` or from `headers`, not both"));
+            }
+            let http = HttpConfig { url, headers, oauth };
             match u.transport.as_ref().map(|t| (t.get_ref().as_str(), t.span().start)) {
                 None | Some(("streamable_http", _)) => TransportConfig::StreamableHttp(http),
                 Some(("sse", _)) => TransportConfig::Sse(http),

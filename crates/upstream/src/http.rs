@@ -55,6 +55,9 @@ pub(crate) struct HttpSession {
     url: reqwest::Url,
     /// Configured headers (credentials), sent on every request.
     headers: HeaderMap,
+    /// The gateway's own OAuth client for this upstream: a token added to
+    /// every request and renewed before it expires, or after a 401.
+    oauth: Option<switchboard_auth::UpstreamAuth>,
     connect_timeout: Duration,
     state: parking_lot::RwLock<SessionState>,
     /// Serialises re-initialisation after a 404.
@@ -117,6 +120,47 @@ pub(crate) fn build_headers(cfg: &HttpConfig) -> Result<HeaderMap, String> {
     Ok(map)
 }
 
+/// The OAuth client of an upstream, from its config.
+fn oauth_credential(
+    upstream: &str,
+    url: &str,
+    o: &switchboard_config::UpstreamOAuthConfig,
+) -> Result<switchboard_auth::UpstreamAuth, String> {
+    use switchboard_auth::upstream::{
+        ClientAuthMethod, ClientCredentials, Grant, OAuthClientSettings, TokenEndpoint,
+        UpstreamCredential,
+    };
+    let parse =
+        |u: &str| reqwest::Url::parse(u).map_err(|e| format!("invalid oauth url {u:?}: {e}"));
+    let token_endpoint = match &o.token_url {
+        Some(t) => TokenEndpoint::Url(parse(t)?),
+        None => TokenEndpoint::Discover {
+            resource_url: parse(url)?,
+        },
+    };
+    let settings = OAuthClientSettings {
+        token_endpoint,
+        client: ClientCredentials {
+            client_id: o.client_id.clone(),
+            client_secret: o.client_secret.clone(),
+            method: if o.secret_in_body {
+                ClientAuthMethod::ClientSecretPost
+            } else {
+                ClientAuthMethod::ClientSecretBasic
+            },
+        },
+        scopes: o.scopes.clone(),
+        resource: o.resource.clone(),
+        grant: match &o.refresh_token {
+            Some(t) => Grant::RefreshToken(t.clone()),
+            None => Grant::ClientCredentials,
+        },
+        timing: Default::default(),
+    };
+    switchboard_auth::UpstreamAuth::new(upstream, UpstreamCredential::OAuthClient(settings))
+        .map_err(|e| format!("oauth: {e}"))
+}
+
 /// Describes a reqwest error with its causes, without the URL (which may
 /// carry a token in its query).
 pub(crate) fn describe(e: &reqwest::Error) -> String {
@@ -147,6 +191,11 @@ pub(crate) async fn connect(
         client: build_client(connect_timeout)?,
         url,
         headers: build_headers(cfg)?,
+        oauth: cfg
+            .oauth
+            .as_ref()
+            .map(|o| oauth_credential(&shared.name, &cfg.url, o))
+            .transpose()?,
         connect_timeout,
         state: parking_lot::RwLock::new(SessionState::default()),
         reinit: tokio::sync::Mutex::new(()),
@@ -412,6 +461,25 @@ impl HttpSession {
         self.post_with(body, true).await
     }
 
+    /// The configured headers plus, with an OAuth client, a current token.
+    async fn credentials(&self) -> Result<HeaderMap, CallError> {
+        let mut headers = self.headers.clone();
+        if let Some(auth) = &self.oauth {
+            match auth.authorization_header(None).await {
+                Ok(Some(v)) => {
+                    headers.insert(http::header::AUTHORIZATION, v);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(self
+                        .shared
+                        .unavailable(format!("cannot get this upstream's access token: {e}")))
+                }
+            }
+        }
+        Ok(headers)
+    }
+
     async fn post_with(
         &self,
         body: Vec<u8>,
@@ -427,10 +495,30 @@ impl HttpSession {
         with_session: bool,
         extra: Option<&HeaderMap>,
     ) -> Result<reqwest::Response, CallError> {
+        let resp = self.post_once(body.clone(), with_session, extra).await?;
+        // A token the upstream refuses is dropped and the request sent once
+        // more with a fresh one (revoked or rotated early by the server).
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            if let Some(auth) = &self.oauth {
+                if let Ok(Some(sent)) = auth.authorization_header(None).await {
+                    auth.reject(&sent, None).await;
+                    return self.post_once(body, with_session, extra).await;
+                }
+            }
+        }
+        Ok(resp)
+    }
+
+    async fn post_once(
+        &self,
+        body: Vec<u8>,
+        with_session: bool,
+        extra: Option<&HeaderMap>,
+    ) -> Result<reqwest::Response, CallError> {
         let mut req = self
             .client
             .post(self.url.clone())
-            .headers(self.headers.clone())
+            .headers(self.credentials().await?)
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json");
         // W3C trace context of the current span (the gateway's upstream-call
@@ -691,7 +779,7 @@ impl HttpSession {
         let mut req = self
             .client
             .get(self.url.clone())
-            .headers(self.headers.clone())
+            .headers(self.credentials().await?)
             .header(ACCEPT, "text/event-stream");
         {
             let st = self.state.read();

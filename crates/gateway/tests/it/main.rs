@@ -11,6 +11,7 @@ mod federation;
 mod headers;
 mod observability;
 mod relay;
+mod security;
 mod tls;
 mod transport;
 mod validation;
