@@ -35,6 +35,9 @@ ln -sfn "run-$RUN_ID" "$RESULTS_BASE/latest"
 # shellcheck disable=SC2012
 ls -1dt "$RESULTS_BASE"/run-* 2>/dev/null | tail -n +6 | xargs -r rm -rf
 export SWITCHBOARD_RESULTS_DIR="$RESULTS"
+# Gateways started by the tests keep their store (keys, pins, audit) here,
+# never in the user's own data directory.
+export XDG_DATA_HOME="$RESULTS/data"
 export E2E_PIDFILE="$RESULTS/e2e.pids"
 : > "$E2E_PIDFILE"
 # Every process started from here on inherits this marker; cleanup reaps any
