@@ -331,9 +331,16 @@ impl TlsListener {
                 let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
+                let stop = shutdown.clone();
                 spawner.spawn(async move {
                     let _permit = permit;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let outcome = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        outcome = handshake => outcome,
+                    };
+                    match outcome {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
