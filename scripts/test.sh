@@ -160,7 +160,8 @@ PY
 # A crash, a hang (>10 s) or an out-of-memory input fails the step and is
 # written to fuzz/regressions/<target>/, which the protocol and gateway tests
 # replay: commit it with the fix. The working corpus is kept beside the target
-# dir, so coverage accumulates across runs; fuzz/corpus/ holds the seeds.
+# dir, so coverage accumulates across runs; fuzz/corpus/ holds the seeds, and
+# the saved crash inputs are run first of all.
 run_fuzz() {
   local secs="${SWITCHBOARD_FUZZ_SECONDS:-30}" t rc=0
   local flags=(-O --sanitizer none --codegen-units 16 --target-dir "$CARGO_TARGET_DIR/fuzz")
@@ -170,7 +171,7 @@ run_fuzz() {
     local work="$CARGO_TARGET_DIR/fuzz-corpus/$t"
     mkdir -p "$work" "fuzz/regressions/$t"
     echo "fuzz: $t for ${secs}s"
-    (cd fuzz && cargo fuzz run "${flags[@]}" "$t" "$work" "corpus/$t" -- \
+    (cd fuzz && cargo fuzz run "${flags[@]}" "$t" "$work" "corpus/$t" "regressions/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="regressions/$t/") > "$RESULTS/fuzz-$t.log" 2>&1 || rc=1
     grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|Done|==[0-9]+== ERROR|SUMMARY)|panicked|Test unit written' \
