@@ -70,7 +70,8 @@ pub enum GatewayError {
         upstream: String,
         source: switchboard_resilience::ConfigError,
     },
-    #[error("server.tls: {0}")]
+    /// The message names the file at fault.
+    #[error(transparent)]
     Tls(#[from] TlsError),
 }
 
@@ -138,8 +139,10 @@ impl Gateway {
         serde_json::from_str(c.tools_result.get()).unwrap_or_default()
     }
 
-    /// Serves HTTP until `signal` resolves, then drains: open streams close,
-    /// in-flight requests get up to `server.drain_timeout`, upstreams stop.
+    /// Serves HTTP (HTTPS when `[server.tls]` is set, the certificate
+    /// reloaded as its files change) until `signal` resolves, then drains:
+    /// open streams close, in-flight requests get up to
+    /// `server.drain_timeout`, upstreams stop.
     pub async fn serve(
         self,
         listener: TcpListener,

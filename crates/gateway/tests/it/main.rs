@@ -8,6 +8,8 @@ mod cache;
 mod chaos;
 mod errors;
 mod federation;
+mod fuzz_input;
+mod fuzz_regressions;
 mod headers;
 mod observability;
 mod relay;
