@@ -79,6 +79,8 @@ pub(crate) struct Shared {
     was_down: Mutex<Vec<bool>>,
     /// Per upstream: how often it came back after being down.
     restarts: Vec<std::sync::atomic::AtomicU64>,
+    /// Per upstream: session-process restarts already counted in metrics.
+    session_restarts: Vec<std::sync::atomic::AtomicU64>,
 }
 
 const EVENT_QUEUE: usize = 1024;
@@ -136,6 +138,9 @@ impl Shared {
             restarts: (0..n)
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect(),
+            session_restarts: (0..n)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
         });
         shared.publish(&[]);
         for i in 0..n {
@@ -190,7 +195,7 @@ impl Shared {
                     resources: offer.resources.len(),
                     breaker: self.breaker_state(i).as_str(),
                     health_score: scores[i],
-                    restarts: self.restarts[i].load(Ordering::Relaxed),
+                    restarts: self.restarts[i].load(Ordering::Relaxed) + u.session_restarts(),
                     pings: u.health_stats(),
                     latency_ms: self.protection[i]
                         .percentiles()
@@ -413,8 +418,21 @@ impl Shared {
     /// concerns that session alone. Its Ready/Down say nothing about the
     /// catalog, which the template process serves.
     fn on_session_event(&self, i: usize, session: &str, kind: EventKind) {
-        let EventKind::Notification(n) = kind else {
-            return;
+        let n = match kind {
+            EventKind::Notification(n) => n,
+            EventKind::Ready(_) => {
+                // The supervisor counts a restart before it reports Ready.
+                let total = self.upstreams[i].session_restarts();
+                let seen = self.session_restarts[i].swap(total, Ordering::Relaxed);
+                for _ in seen..total {
+                    self.metrics
+                        .record_upstream_restart(self.upstreams[i].name());
+                    self.metrics
+                        .record_healing_attempt(HealingIssue::ProcessCrash, HealingStatus::Success);
+                }
+                return;
+            }
+            EventKind::Down(_) => return,
         };
         let Some(s) = self.sessions.get(session) else {
             return;
