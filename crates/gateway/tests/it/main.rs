@@ -9,6 +9,7 @@ mod chaos;
 mod errors;
 mod federation;
 mod observability;
+mod pool;
 mod relay;
 mod transport;
 mod validation;
