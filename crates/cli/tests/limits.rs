@@ -109,8 +109,8 @@ async fn post(http: &reqwest::Client, url: &str, sid: Option<&str>, body: Value)
     // JSON, or an SSE stream whose last data line is the response.
     let data = text
         .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("data:"))
         .map_or(text.as_str(), str::trim);
     serde_json::from_str(data).unwrap_or_else(|_| panic!("not JSON-RPC: {text}"))
 }
