@@ -108,6 +108,11 @@ pub(super) fn list(extra: usize, added: &[String]) -> Vec<Tool> {
         ),
         Tool::new("pid", "Returns the server process's pid", empty()),
         Tool::new(
+            "traceparent",
+            "Returns the W3C traceparent header of the HTTP request that carried this call (empty over stdio or without one)",
+            empty(),
+        ),
+        Tool::new(
             "sample",
             "Asks the client for sampling/createMessage and returns the reply text",
             object(json!({
@@ -252,6 +257,13 @@ pub(super) async fn call(
             Ok(text(format!("allocated {} MiB", block.len() >> 20)))
         }
         "pid" => Ok(text(std::process::id().to_string())),
+        "traceparent" => Ok(text(
+            cx.extensions
+                .get::<axum::http::request::Parts>()
+                .and_then(|parts| parts.headers.get("traceparent"))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+        )),
         "sample" => sample(&args, &cx).await,
         "elicit" => elicit(&args, &cx).await,
         "roots" => match cx.peer.list_roots().await {
