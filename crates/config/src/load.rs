@@ -542,6 +542,20 @@ fn upstream(
             })
         }
     };
+    let per_session = matches!(
+        &transport,
+        TransportConfig::Stdio(StdioConfig {
+            pool: PoolPolicy::PerSession { .. },
+            ..
+        })
+    );
+    if per_session && cache.is_some() {
+        return Err(v.err(
+            Some(at),
+            field("cache"),
+            "a per_session upstream keeps state per client, so one session's answers must not be served to another from the cache; remove `cache` or use pool = \"shared\"",
+        ));
+    }
     Ok(UpstreamConfig {
         validate_input: u.validate_input.unwrap_or(true),
         cache,
@@ -798,6 +812,7 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nlimits = {}", &["upstreams[0].limits", "sets no limit"]),
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nlimits = { stack = 1 }", &["unknown field", "stack"]),
             ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/mcp\"\nlimits = { cpu_seconds = 5 }", &["upstreams[0].limits", "stdio upstreams"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\npool = \"per_session\"\ncache = { ttl = \"5s\", resources = true }", &["upstreams[0].cache", "per_session", "pool = \"shared\""]),
         ];
         for (text, needles) in cases {
             let msg = check(text).unwrap_err().to_string();
