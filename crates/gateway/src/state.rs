@@ -423,7 +423,7 @@ impl Shared {
             EventKind::Ready(_) => {
                 // The supervisor counts a restart before it reports Ready.
                 let total = self.upstreams[i].session_restarts();
-                let seen = self.session_restarts[i].swap(total, Ordering::Relaxed);
+                let seen = self.session_restarts[i].fetch_max(total, Ordering::Relaxed);
                 for _ in seen..total {
                     self.metrics
                         .record_upstream_restart(self.upstreams[i].name());
