@@ -134,9 +134,11 @@ async fn session_churn_and_crash_loops_leave_no_process_behind() {
 
     // Churn: SESSIONS sessions, CONCURRENT at a time, each using both.
     let mut peak = baseline;
-    let mut pids = std::collections::HashSet::new();
     let url = gw.url();
-    for batch in 0..SESSIONS / CONCURRENT {
+    for _ in 0..SESSIONS / CONCURRENT {
+        // Checked per batch, whose processes all live at once: pids of
+        // processes from earlier batches may be reused by the kernel.
+        let mut pids = std::collections::HashSet::new();
         let clients = futures::future::join_all(
             (0..CONCURRENT).map(|_| Client::connect(&url, "2025-11-25", json!({}))),
         )
@@ -155,15 +157,12 @@ async fn session_churn_and_crash_loops_leave_no_process_behind() {
                     .to_owned(),
             );
         }
+        assert_eq!(pids.len(), CONCURRENT, "one process per session");
+        // Processes of ended sessions may still be stopping: only the
+        // return to the baseline below is a verdict; the peak is reported.
         peak = peak.max(live_processes());
-        assert!(
-            live_processes() <= baseline + 2 * CONCURRENT,
-            "batch {batch}: {} processes for {CONCURRENT} sessions",
-            live_processes()
-        );
         futures::future::join_all(clients.iter().map(delete)).await;
     }
-    assert_eq!(pids.len(), SESSIONS, "one process per session");
     settle_at(&gw, baseline, "after the churn").await;
 
     // Crash/restart cycles: the shared process, and a session's own one.
