@@ -42,7 +42,9 @@ impl Drop for Gateway {
     }
 }
 
-const LIMIT_MIB: u64 = 256;
+/// Roomy enough for a multi-threaded runtime's reserved address space on
+/// many-core machines; `alloc` of twice this exceeds it.
+const LIMIT_MIB: u64 = 512;
 
 async fn start() -> Gateway {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
