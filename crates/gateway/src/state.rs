@@ -32,8 +32,12 @@ pub struct UpstreamReport {
     pub breaker: &'static str,
     /// 0..1, see [`Shared::health_scores`].
     pub health_score: f64,
-    /// Times it came back after being down.
+    /// Times it came back after being down (its session processes'
+    /// restarts included, for a `per_session` upstream).
     pub restarts: u64,
+    /// Processes serving one session each (`pool = "per_session"`), besides
+    /// the shared or template one; 0 for other upstreams.
+    pub session_processes: usize,
     /// p50/p95/p99 of its recent calls, in milliseconds, and the sample count.
     pub latency_ms: Option<(usize, f64, f64, f64)>,
     /// Health pings answered and failed, and the last ping's round trip.
@@ -196,6 +200,7 @@ impl Shared {
                     breaker: self.breaker_state(i).as_str(),
                     health_score: scores[i],
                     restarts: self.restarts[i].load(Ordering::Relaxed) + u.session_restarts(),
+                    session_processes: u.session_instances(),
                     pings: u.health_stats(),
                     latency_ms: self.protection[i]
                         .percentiles()

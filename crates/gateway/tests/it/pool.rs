@@ -71,6 +71,9 @@ async fn each_session_gets_its_own_process_and_state_while_shared_ones_share() {
         text(&b.tool(5, "solo__pid", json!({})).await),
     );
     assert_ne!(pa, pb);
+    let health = gw.health().await;
+    assert_eq!(health["upstreams"][0]["session_processes"], 2, "{health}");
+    assert_eq!(health["upstreams"][1]["session_processes"], 0, "{health}");
     let (sa, sb) = (
         text(&a.tool(6, "shared__pid", json!({})).await),
         text(&b.tool(6, "shared__pid", json!({})).await),
