@@ -751,6 +751,20 @@ fn upstream(
             })
         }
     };
+    let per_session = matches!(
+        &transport,
+        TransportConfig::Stdio(StdioConfig {
+            pool: PoolPolicy::PerSession { .. },
+            ..
+        })
+    );
+    if per_session && cache.is_some() {
+        return Err(v.err(
+            Some(at),
+            field("cache"),
+            "a per_session upstream keeps state per client, so one session's answers must not be served to another from the cache; remove `cache` or use pool = \"shared\"",
+        ));
+    }
     Ok(UpstreamConfig {
         validate_input: u.validate_input.unwrap_or(true),
         cache,
@@ -1050,6 +1064,7 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
             ("[audit]\nspool_max_bytes = \"lots\"", &["test.toml:2", "audit.spool_max_bytes", "not a byte size"]),
             ("[audit]\nspool_max_bytes = 10", &["test.toml:2", "audit.spool_max_bytes", "64 KiB"]),
             ("[audit]\nredact_fields = [\"\"]", &["audit.redact_fields", "empty"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\npool = \"per_session\"\ncache = { ttl = \"5s\", resources = true }", &["upstreams[0].cache", "per_session", "pool = \"shared\""]),
         ];
         for (text, needles) in cases {
             let msg = check(text).unwrap_err().to_string();

@@ -924,6 +924,7 @@ async fn health(State(shared): State<App>) -> Response {
                 "breaker": r.breaker,
                 "health_score": r.health_score,
                 "restarts": r.restarts,
+                "session_processes": r.session_processes,
                 "pings": {
                     "ok": r.pings.pings_ok,
                     "failed": r.pings.pings_failed,

@@ -32,8 +32,12 @@ pub struct UpstreamReport {
     pub breaker: &'static str,
     /// 0..1, see [`Shared::health_scores`].
     pub health_score: f64,
-    /// Times it came back after being down.
+    /// Times it came back after being down (its session processes'
+    /// restarts included, for a `per_session` upstream).
     pub restarts: u64,
+    /// Processes serving one session each (`pool = "per_session"`), besides
+    /// the shared or template one; 0 for other upstreams.
+    pub session_processes: usize,
     /// p50/p95/p99 of its recent calls, in milliseconds, and the sample count.
     pub latency_ms: Option<(usize, f64, f64, f64)>,
     /// Health pings answered and failed, and the last ping's round trip.
@@ -95,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) tool_limits: crate::limit::ToolLimits,
     /// List results filtered per scope set.
     pub(crate) lists: crate::govern::ListCache,
+    /// Per upstream: session-process restarts already counted in metrics.
+    session_restarts: Vec<std::sync::atomic::AtomicU64>,
 }
 
 const EVENT_QUEUE: usize = 1024;
@@ -180,6 +186,9 @@ impl Shared {
             identity_limiter,
             tool_limits,
             lists: crate::govern::list_cache(),
+            session_restarts: (0..n)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
         });
         shared.publish(&[]);
         // Pins are loaded before the first discovery, so that a definition
@@ -241,7 +250,8 @@ impl Shared {
                     resources: offer.resources.len(),
                     breaker: self.breaker_state(i).as_str(),
                     health_score: scores[i],
-                    restarts: self.restarts[i].load(Ordering::Relaxed),
+                    restarts: self.restarts[i].load(Ordering::Relaxed) + u.session_restarts(),
+                    session_processes: u.session_instances(),
                     pings: u.health_stats(),
                     latency_ms: self.protection[i]
                         .percentiles()
@@ -528,8 +538,21 @@ impl Shared {
     /// concerns that session alone. Its Ready/Down say nothing about the
     /// catalog, which the template process serves.
     fn on_session_event(&self, i: usize, session: &str, kind: EventKind) {
-        let EventKind::Notification(n) = kind else {
-            return;
+        let n = match kind {
+            EventKind::Notification(n) => n,
+            EventKind::Ready(_) => {
+                // The supervisor counts a restart before it reports Ready.
+                let total = self.upstreams[i].session_restarts();
+                let seen = self.session_restarts[i].fetch_max(total, Ordering::Relaxed);
+                for _ in seen..total {
+                    self.metrics
+                        .record_upstream_restart(self.upstreams[i].name());
+                    self.metrics
+                        .record_healing_attempt(HealingIssue::ProcessCrash, HealingStatus::Success);
+                }
+                return;
+            }
+            EventKind::Down(_) => return,
         };
         let Some(s) = self.sessions.get(session) else {
             return;

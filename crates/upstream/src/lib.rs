@@ -312,14 +312,17 @@ impl Upstream {
         self.inner.status.borrow().clone()
     }
 
-    /// Returns the health checker's and the supervisor's counters; the
-    /// restarts of a `per_session` upstream include its session processes'.
+    /// Returns the health checker's and the supervisor's counters (of the
+    /// shared connection; see [`Upstream::session_restarts`] for the rest).
     pub fn health_stats(&self) -> HealthStats {
-        let mut stats = self.inner.health.snapshot();
-        if let Some(pool) = &self.inner.pool {
-            stats.restarts += pool.restarts();
-        }
-        stats
+        self.inner.health.snapshot()
+    }
+
+    /// Returns how often the session processes of a `per_session` upstream
+    /// were restarted after a crash, those already ended included; it only
+    /// grows. 0 for a shared upstream.
+    pub fn session_restarts(&self) -> u64 {
+        self.inner.pool.as_ref().map_or(0, |p| p.restarts())
     }
 
     /// Whether this upstream runs a process per downstream session.

@@ -163,10 +163,29 @@ impl Pool {
     /// Stops `session`'s process, if any, in the background: the caller (a
     /// DELETE, the session reaper) does not wait for the grace periods.
     pub(crate) fn end_session(&self, session: &str) {
-        let instance = self.instances.lock().remove(session);
+        let instance = self.remove(|k, _| &**k == session).pop();
         if let Some(instance) = instance {
             self.stop_in_background(instance);
         }
+    }
+
+    /// Takes the instances `which` selects out of the map, moving their
+    /// restart counts to `ended_restarts` under the same lock, so that
+    /// [`Pool::restarts`] never sees a count go down.
+    fn remove(&self, which: impl Fn(&Arc<str>, &Instance) -> bool) -> Vec<Arc<Instance>> {
+        let mut instances = self.instances.lock();
+        let keys: Vec<Arc<str>> = instances
+            .iter()
+            .filter(|(k, i)| which(k, i))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let taken: Vec<Arc<Instance>> = keys.iter().filter_map(|k| instances.remove(k)).collect();
+        let restarts: u64 = taken
+            .iter()
+            .map(|i| i.upstream.health_stats().restarts)
+            .sum();
+        self.ended_restarts.fetch_add(restarts, Ordering::Relaxed);
+        taken
     }
 
     /// How many session processes run (or are being restarted).
@@ -176,9 +195,8 @@ impl Pool {
 
     /// Restarts of every session process, past and present.
     pub(crate) fn restarts(&self) -> u64 {
-        let live: u64 = self
-            .instances
-            .lock()
+        let instances = self.instances.lock();
+        let live: u64 = instances
             .values()
             .map(|i| i.upstream.health_stats().restarts)
             .sum();
@@ -188,36 +206,22 @@ impl Pool {
     /// Stops every session process and waits for them. Called by the
     /// upstream's shutdown after its token fired, so none starts afterwards.
     pub(crate) async fn shutdown(&self) {
-        let all: Vec<Arc<Instance>> = self.instances.lock().drain().map(|(_, i)| i).collect();
-        futures::future::join_all(all.iter().map(|i| self.stop(i))).await;
+        let all = self.remove(|_, _| true);
+        futures::future::join_all(all.iter().map(|i| i.upstream.shutdown())).await;
     }
 
     fn stop_in_background(&self, instance: Arc<Instance>) {
-        self.ended_restarts
-            .fetch_add(instance.upstream.health_stats().restarts, Ordering::Relaxed);
         self.tracker.spawn(async move {
             instance.upstream.shutdown().await;
         });
     }
 
-    async fn stop(&self, instance: &Instance) {
-        self.ended_restarts
-            .fetch_add(instance.upstream.health_stats().restarts, Ordering::Relaxed);
-        instance.upstream.shutdown().await;
-    }
-
     /// Removes the instances idle for `idle_timeout` (no call in flight).
     fn take_idle(&self) -> Vec<Arc<Instance>> {
-        let mut instances = self.instances.lock();
-        let idle: Vec<Arc<str>> = instances
-            .iter()
-            .filter(|(_, i)| {
-                i.in_flight.load(Ordering::Relaxed) == 0
-                    && i.last_used.lock().elapsed() >= self.idle_timeout
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        idle.iter().filter_map(|k| instances.remove(k)).collect()
+        self.remove(|_, i| {
+            i.in_flight.load(Ordering::Relaxed) == 0
+                && i.last_used.lock().elapsed() >= self.idle_timeout
+        })
     }
 }
 

@@ -12,6 +12,7 @@ mod fuzz_input;
 mod fuzz_regressions;
 mod headers;
 mod observability;
+mod pool;
 mod relay;
 mod security;
 mod tls;

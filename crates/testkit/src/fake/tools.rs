@@ -26,6 +26,9 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// Largest `big` payload; a typo should not take the test machine's memory.
 const BIG_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Most memory `alloc` takes: enough to cross any limit a test sets, not
+/// enough to hurt a test machine when no limit applies.
+const ALLOC_MAX_MIB: u64 = 1024;
 
 /// Prefix of the `--tools N` echo tools.
 const EXTRA_PREFIX: &str = "tool_";
@@ -93,6 +96,21 @@ pub(super) fn list(extra: usize, added: &[String]) -> Vec<Tool> {
                 "properties": { "bytes": { "type": "integer", "minimum": 0 } },
                 "required": ["bytes"]
             })),
+        ),
+        Tool::new(
+            "alloc",
+            "Allocates and touches `mib` MiB, then frees it; under a memory limit too low for it the process aborts, as any Rust program whose allocation fails",
+            object(json!({
+                "type": "object",
+                "properties": { "mib": { "type": "integer", "minimum": 0, "maximum": ALLOC_MAX_MIB } },
+                "required": ["mib"]
+            })),
+        ),
+        Tool::new("pid", "Returns the server process's pid", empty()),
+        Tool::new(
+            "traceparent",
+            "Returns the W3C traceparent header of the HTTP request that carried this call (empty over stdio or without one)",
+            empty(),
         ),
         Tool::new(
             "sample",
@@ -238,6 +256,28 @@ pub(super) async fn call(
                 .map_err(|_| ErrorData::invalid_params("bytes does not fit in memory", None))?;
             Ok(text("x".repeat(len)))
         }
+        "alloc" => {
+            let mib = required_u64(&args, "mib")?;
+            if mib > ALLOC_MAX_MIB {
+                return Err(ErrorData::invalid_params(
+                    format!("mib must be at most {ALLOC_MAX_MIB}"),
+                    None,
+                ));
+            }
+            let len = usize::try_from(mib << 20)
+                .map_err(|_| ErrorData::invalid_params("mib does not fit in memory", None))?;
+            // Non-zero bytes: every page is written, so the memory is real.
+            let block = std::hint::black_box(vec![1u8; len]);
+            Ok(text(format!("allocated {} MiB", block.len() >> 20)))
+        }
+        "pid" => Ok(text(std::process::id().to_string())),
+        "traceparent" => Ok(text(
+            cx.extensions
+                .get::<axum::http::request::Parts>()
+                .and_then(|parts| parts.headers.get("traceparent"))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+        )),
         "sample" => sample(&args, &cx).await,
         "elicit" => elicit(&args, &cx).await,
         "roots" => match cx.peer.list_roots().await {

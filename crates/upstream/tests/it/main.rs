@@ -11,6 +11,7 @@
 mod health;
 mod http;
 mod legacy;
+mod pool;
 mod progress;
 mod rogue;
 mod stdio;
