@@ -485,6 +485,21 @@ impl HttpSession {
         progress: Option<&ProgressWatch>,
     ) -> Result<Box<RawValue>, CallError> {
         let status = resp.status();
+        if status.is_client_error() && self.state.read().modern {
+            // The stateless revision answers -32020/-32021/-32022 and
+            // unknown methods with 4xx and a JSON-RPC error: the server's
+            // own answer, to pass on as such.
+            let body = read_bounded(&self.shared, resp).await?;
+            return match decode_message(&body) {
+                Ok(Message::Response(r)) if r.id == RequestId::Number(id) => {
+                    self.payload(r.payload)
+                }
+                _ => Err(self.shared.protocol(format!(
+                    "http status {status}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_CHARS)])
+                ))),
+            };
+        }
         if status != StatusCode::OK {
             return Err(self.status_error(resp).await);
         }
