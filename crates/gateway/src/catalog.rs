@@ -93,6 +93,9 @@ pub(crate) struct Target {
     pub(crate) read_only: bool,
     /// The tool's compiled `inputSchema`, when arguments are validated.
     pub(crate) check: Option<crate::validate::SchemaCheck>,
+    /// The tool's `inputSchema` when it has `x-mcp-header` annotations:
+    /// stateless clients must mirror those arguments in `Mcp-Param-*`.
+    pub(crate) header_schema: Option<Arc<Value>>,
 }
 
 /// A member of a route, as the catalog builder sees it.
@@ -286,6 +289,13 @@ fn expose<'a>(
                     check: (what == "tools")
                         .then(|| m.offer.checks.get(name).cloned())
                         .flatten(),
+                    header_schema: v
+                        .get("inputSchema")
+                        .filter(|s| {
+                            what == "tools"
+                                && !switchboard_protocol::modern::x_mcp_headers(s).is_empty()
+                        })
+                        .map(|s| Arc::new(s.clone())),
                 },
             );
         }
@@ -429,6 +439,7 @@ mod tests {
                 safe: false,
                 read_only: false,
                 check: None,
+                header_schema: None,
             })
         );
         assert_eq!(c.prompt("docs.greet").unwrap().name.as_ref(), "greet");

@@ -77,6 +77,8 @@ struct SessionState {
     /// The upstream speaks only the stateless revision: every request is
     /// self-contained, there is no session, GET stream or cancel message.
     modern: bool,
+    /// Stateless only: tools whose arguments go in `Mcp-Param-*` headers.
+    param_headers: crate::modern::ParamHeaders,
 }
 
 /// Builds the client every HTTP transport uses: pooled keep-alive, bounded
@@ -188,7 +190,11 @@ impl HttpSession {
                     error,
                 });
             }
-            let p = crate::modern::prepare(method, params.as_deref());
+            let p = crate::modern::prepare_with(
+                method,
+                params.as_deref(),
+                &self.state.read().param_headers,
+            );
             let body = encode_request(&RequestId::Number(id), &p.method, Some(&p.params));
             (body, Some(p.headers))
         } else {
@@ -212,6 +218,12 @@ impl HttpSession {
         match deadline::race(exchange, &options.cancel, budget, notify).await {
             Ok(r) => {
                 guard.reason = None;
+                if let (Ok(result), "tools/list") = (&r, method) {
+                    let mut st = self.state.write();
+                    if st.modern {
+                        st.param_headers.learn(result);
+                    }
+                }
                 r
             }
             Err(Stop::Cancelled) => {

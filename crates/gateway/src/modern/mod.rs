@@ -250,7 +250,22 @@ pub(crate) async fn post(
         );
     }
     let lookup = |name: &str| headers.get(name).map(|v| v.as_bytes());
-    if let Err(e) = wire::check_headers(lookup, method, &params, meta_version, None) {
+    let header_schema = (method == "tools/call")
+        .then(|| params.get("name").and_then(Value::as_str))
+        .flatten()
+        .and_then(|name| {
+            shared
+                .catalog(route)
+                .tool(name)
+                .and_then(|t| t.header_schema.clone())
+        });
+    if let Err(e) = wire::check_headers(
+        lookup,
+        method,
+        &params,
+        meta_version,
+        header_schema.as_deref(),
+    ) {
         return reply(StatusCode::BAD_REQUEST, Some(&id), &e);
     }
     let target = wire::name_field(method)
