@@ -374,3 +374,39 @@ def test_legacy_sdk_client_answers_a_modern_upstreams_input_requests(gw_modern):
     elicited, sampled = run_async(go, timeout=60)
     assert elicited == "Hello, Alice!"
     assert sampled == "Paris"
+
+
+def test_closing_a_stateless_response_stream_cancels_the_call(gw):
+    """On the 2026-07-28 wire, disconnect is cancellation: the gateway cancels
+    the upstream call (the fake upstream counts the cancellations it saw)."""
+    import time
+
+    def cancelled() -> int:
+        _, b = call(gw.mcp_url, "tools/call", {"name": "cancelled_count", "arguments": {}})
+        return int(b["result"]["content"][0]["text"])
+
+    before = cancelled()
+    msg = {
+        "jsonrpc": "2.0", "id": 9001, "method": "tools/call",
+        "params": {
+            "name": "slow", "arguments": {"ms": 20000},
+            "_meta": {
+                "progressToken": "p1",
+                "io.modelcontextprotocol/protocolVersion": VERSION,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    }
+    h = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+         "MCP-Protocol-Version": VERSION, "Mcp-Method": "tools/call", "Mcp-Name": "slow"}
+    req = urllib.request.Request(gw.mcp_url, data=json.dumps(msg).encode(), method="POST", headers=h)
+    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (loopback only)
+        assert r.headers["content-type"].startswith("text/event-stream")
+        first = next(l for l in iter(r.readline, b"") if l.startswith(b"data:"))
+        assert json.loads(first[5:])["method"] == "notifications/progress"
+    # The stream is closed; the cancellation reaches the upstream soon after.
+    for _ in range(50):
+        if cancelled() > before:
+            break
+        time.sleep(0.1)
+    assert cancelled() > before, "closing the stream did not cancel the upstream call"
