@@ -100,6 +100,9 @@ pub(crate) struct Target {
     pub(crate) check: Option<crate::validate::SchemaCheck>,
     /// Held by tool pinning: refused until an operator approves it.
     pub(crate) held: bool,
+    /// The tool's `inputSchema` when it has `x-mcp-header` annotations:
+    /// stateless clients must mirror those arguments in `Mcp-Param-*`.
+    pub(crate) header_schema: Option<Arc<Value>>,
 }
 
 /// A member of a route, as the catalog builder sees it.
@@ -308,6 +311,13 @@ fn expose<'a>(
                         .then(|| m.offer.checks.get(name).cloned())
                         .flatten(),
                     held,
+                    header_schema: v
+                        .get("inputSchema")
+                        .filter(|s| {
+                            what == "tools"
+                                && !switchboard_protocol::modern::x_mcp_headers(s).is_empty()
+                        })
+                        .map(|s| Arc::new(s.clone())),
                 },
             );
         }
@@ -453,6 +463,7 @@ mod tests {
                 read_only: false,
                 check: None,
                 held: false,
+                header_schema: None,
             })
         );
         assert_eq!(c.prompt("docs.greet").unwrap().name.as_ref(), "greet");

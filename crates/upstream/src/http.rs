@@ -80,6 +80,8 @@ struct SessionState {
     /// The upstream speaks only the stateless revision: every request is
     /// self-contained, there is no session, GET stream or cancel message.
     modern: bool,
+    /// Stateless only: tools whose arguments go in `Mcp-Param-*` headers.
+    param_headers: crate::modern::ParamHeaders,
 }
 
 /// Builds the client every HTTP transport uses: pooled keep-alive, bounded
@@ -237,7 +239,11 @@ impl HttpSession {
                     error,
                 });
             }
-            let p = crate::modern::prepare(method, params.as_deref());
+            let p = crate::modern::prepare_with(
+                method,
+                params.as_deref(),
+                &self.state.read().param_headers,
+            );
             let body = encode_request(&RequestId::Number(id), &p.method, Some(&p.params));
             (body, Some(p.headers))
         } else {
@@ -261,6 +267,12 @@ impl HttpSession {
         match deadline::race(exchange, &options.cancel, budget, notify).await {
             Ok(r) => {
                 guard.reason = None;
+                if let (Ok(result), "tools/list") = (&r, method) {
+                    let mut st = self.state.write();
+                    if st.modern {
+                        st.param_headers.learn(result);
+                    }
+                }
                 r
             }
             Err(Stop::Cancelled) => {
@@ -573,6 +585,21 @@ impl HttpSession {
         progress: Option<&ProgressWatch>,
     ) -> Result<Box<RawValue>, CallError> {
         let status = resp.status();
+        if status.is_client_error() && self.state.read().modern {
+            // The stateless revision answers -32020/-32021/-32022 and
+            // unknown methods with 4xx and a JSON-RPC error: the server's
+            // own answer, to pass on as such.
+            let body = read_bounded(&self.shared, resp).await?;
+            return match decode_message(&body) {
+                Ok(Message::Response(r)) if r.id == RequestId::Number(id) => {
+                    self.payload(r.payload)
+                }
+                _ => Err(self.shared.protocol(format!(
+                    "http status {status}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_CHARS)])
+                ))),
+            };
+        }
         if status != StatusCode::OK {
             return Err(self.status_error(resp).await);
         }
