@@ -20,6 +20,7 @@ pub(crate) async fn run(command: Command) -> Result<ExitCode> {
         Command::Check { config, timeout } => check(config, timeout).await,
         Command::Tools { config, url, json } => tools(config, url, json).await,
         Command::Call { tool, args, url } => call(&tool, &args, &url).await,
+        Command::Audit(args) => crate::audit::run(args).await,
         Command::DemoUpstream { kind } => crate::demo::run(kind).await.map(|()| ExitCode::SUCCESS),
     }
 }

@@ -70,11 +70,11 @@ impl AuditSettings {
 /// The spool directory could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "cannot open the audit spool in {path}: {source}; check that the data directory is writable"
+    "cannot open the audit spool in {path}: {error}; check that the data directory is writable"
 )]
 pub struct SpoolError {
     pub path: PathBuf,
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
 
 enum Msg {
@@ -116,9 +116,9 @@ impl AuditWriter {
         settings: AuditSettings,
     ) -> Result<AuditHandle, SpoolError> {
         let (spool, leftover) = Spool::open(&settings.spool_dir, settings.spool_max_bytes)
-            .map_err(|source| SpoolError {
+            .map_err(|error| SpoolError {
                 path: settings.spool_dir.clone(),
-                source,
+                error,
             })?;
         if leftover > 0 {
             tracing::info!(
