@@ -336,3 +336,25 @@ pub(crate) async fn audit_writer_drops_only_past_the_spool_cap_and_counts_it(db:
     assert_eq!(stored_ids(&db.store).await.len() as u64, kept);
     audit.shutdown().await;
 }
+
+pub(crate) async fn audit_writer_purges_records_past_retention(db: &Db) {
+    let old = record(0, "alice", "web__old", Outcome::Ok);
+    let mut old = old;
+    old.time = Utc::now() - chrono::Duration::days(40);
+    let fresh = AuditRecord::new(method::TOOLS_CALL, Outcome::Ok);
+    db.store.append_audit(&[old, fresh.clone()]).await.unwrap();
+    let mut s = settings(db);
+    s.retention = Some(Duration::from_secs(30 * 86400));
+    // The first purge runs at start.
+    let audit = spawn(db.store.clone(), s);
+    let mut remaining = Vec::new();
+    for _ in 0..1500 {
+        remaining = stored_ids(&db.store).await;
+        if remaining.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(remaining, vec![fresh.id]);
+    audit.shutdown().await;
+}
