@@ -107,6 +107,8 @@ pub(crate) enum Command {
         )]
         url: String,
     },
+    /// Query and export the audit log of the store the config names.
+    Audit(crate::audit::AuditArgs),
     /// Run a bundled demo MCP server over stdio (used by the embedded default config).
     #[command(hide = true)]
     DemoUpstream { kind: DemoKind },

@@ -30,6 +30,7 @@ pub(crate) async fn run(command: Command) -> Result<ExitCode> {
         } => tools(config, url, json).await,
         Command::Keys { action } => crate::governance::keys(action).await,
         Command::Call { tool, args, url } => call(&tool, &args, &url).await,
+        Command::Audit(args) => crate::audit::run(args).await,
         Command::DemoUpstream { kind } => crate::demo::run(kind).await.map(|()| ExitCode::SUCCESS),
     }
 }

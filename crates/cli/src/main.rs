@@ -4,6 +4,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 
+mod audit;
 mod cli;
 mod client;
 mod commands;

@@ -3,27 +3,35 @@
 pub enum StoreError {
     #[error("store url {0:?} is not supported; use sqlite://PATH or postgres://USER@HOST:PORT/DB")]
     UnsupportedUrl(String),
-    #[error("cannot create the data directory {path}: {source}")]
+    #[error("cannot create the data directory {path}: {error}")]
     DataDir {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot connect to the {backend} store: {source}")]
+    #[error("cannot connect to the {backend} store: {error}")]
     Connect {
         backend: &'static str,
-        source: sqlx::Error,
+        error: sqlx::Error,
     },
-    #[error("cannot migrate the {backend} store schema: {source}")]
+    #[error("cannot migrate the {backend} store schema: {error}")]
     Migrate {
         backend: &'static str,
-        source: sqlx::migrate::MigrateError,
+        error: sqlx::migrate::MigrateError,
     },
     #[error("an api key named {0:?} already exists; pick another name or revoke it first")]
     DuplicateKeyName(String),
     #[error("store query failed: {0}")]
-    Query(#[from] sqlx::Error),
+    Query(sqlx::Error),
     #[error("store holds a malformed {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
+}
+
+// The cause is part of each message (callers log errors with `%e`), so it is
+// not also exposed as `source()`, which would print it twice in a chain.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Query(e)
+    }
 }
 
 impl StoreError {

@@ -57,3 +57,35 @@ fn scheme_only(url: &str) -> String {
         None => "<not a url>".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_scheme_is_refused_without_echoing_credentials() {
+        let settings = StoreSettings::url("mysql://root:hunter2@db/x", "/nonexistent");
+        let err = open(&settings).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::UnsupportedUrl(_)));
+        assert!(
+            msg.contains("mysql://") && msg.contains("postgres://"),
+            "{msg}"
+        );
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn the_default_store_is_a_wal_sqlite_file_created_in_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a/b");
+        let store = open(&StoreSettings::sqlite_in(&data)).await.unwrap();
+        assert_eq!(store.backend(), "sqlite");
+        store.ping().await.unwrap();
+        assert!(data.join(SQLITE_FILE).is_file());
+        assert!(
+            data.join(format!("{SQLITE_FILE}-wal")).is_file(),
+            "journal mode is WAL"
+        );
+    }
+}

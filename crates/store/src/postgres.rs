@@ -14,27 +14,27 @@ pub(crate) async fn open(
     url: &str,
     settings: &StoreSettings,
 ) -> Result<Arc<dyn Store>, StoreError> {
-    let options = PgConnectOptions::from_str(url).map_err(|source| StoreError::Connect {
+    let options = PgConnectOptions::from_str(url).map_err(|error| StoreError::Connect {
         backend: "postgres",
-        source,
+        error,
     })?;
     let pool = PgPoolOptions::new()
         .max_connections(settings.max_connections.max(1))
         .acquire_timeout(settings.acquire_timeout)
         .connect_with(options)
         .await
-        .map_err(|source| StoreError::Connect {
+        .map_err(|error| StoreError::Connect {
             backend: "postgres",
-            source,
+            error,
         })?;
     // Migrations take an advisory lock, so replicas starting together
     // apply them once.
     MIGRATOR
         .run(&pool)
         .await
-        .map_err(|source| StoreError::Migrate {
+        .map_err(|error| StoreError::Migrate {
             backend: "postgres",
-            source,
+            error,
         })?;
     Ok(Arc::new(Backend::new(pool)))
 }

@@ -27,6 +27,11 @@ impl ArgumentPolicy {
         }
     }
 
+    /// The policy `[audit]` configures.
+    pub fn from_config(audit: &switchboard_config::AuditConfig) -> Self {
+        Self::new(audit.record_arguments, &audit.redact_fields)
+    }
+
     /// Returns the digest of the redacted arguments, and the redacted
     /// arguments when they are to be recorded.
     ///

@@ -23,9 +23,9 @@ pub(crate) async fn open_url(
     url: &str,
     settings: &StoreSettings,
 ) -> Result<Arc<dyn Store>, StoreError> {
-    let options = SqliteConnectOptions::from_str(url).map_err(|source| StoreError::Connect {
+    let options = SqliteConnectOptions::from_str(url).map_err(|error| StoreError::Connect {
         backend: "sqlite",
-        source,
+        error,
     })?;
     open_with(options, settings).await
 }
@@ -36,9 +36,9 @@ async fn open_with(
 ) -> Result<Arc<dyn Store>, StoreError> {
     let file = options.get_filename().to_owned();
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+        std::fs::create_dir_all(dir).map_err(|error| StoreError::DataDir {
             path: dir.to_owned(),
-            source,
+            error,
         })?;
     }
     let options = options
@@ -54,16 +54,16 @@ async fn open_with(
         .acquire_timeout(settings.acquire_timeout)
         .connect_with(options)
         .await
-        .map_err(|source| StoreError::Connect {
+        .map_err(|error| StoreError::Connect {
             backend: "sqlite",
-            source,
+            error,
         })?;
     MIGRATOR
         .run(&pool)
         .await
-        .map_err(|source| StoreError::Migrate {
+        .map_err(|error| StoreError::Migrate {
             backend: "sqlite",
-            source,
+            error,
         })?;
     Ok(Arc::new(Backend::new(pool)))
 }

@@ -70,11 +70,11 @@ impl AuditSettings {
 /// The spool directory could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "cannot open the audit spool in {path}: {source}; check that the data directory is writable"
+    "cannot open the audit spool in {path}: {error}; check that the data directory is writable"
 )]
 pub struct SpoolError {
     pub path: PathBuf,
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
 
 enum Msg {
@@ -116,9 +116,9 @@ impl AuditWriter {
         settings: AuditSettings,
     ) -> Result<AuditHandle, SpoolError> {
         let (spool, leftover) = Spool::open(&settings.spool_dir, settings.spool_max_bytes)
-            .map_err(|source| SpoolError {
+            .map_err(|error| SpoolError {
                 path: settings.spool_dir.clone(),
-                source,
+                error,
             })?;
         if leftover > 0 {
             tracing::info!(
@@ -406,10 +406,30 @@ async fn drainer(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut backoff = base;
     loop {
         if shared.spool.is_empty() {
+            if shared.db_ok.load(Ordering::Acquire) {
+                tokio::select! {
+                    _ = shared.wake_drainer.notified() => continue,
+                    _ = cancel.cancelled() => return,
+                }
+            }
+            // Marked down with nothing spooled (the spool itself failed):
+            // probe, so writes resume once the store answers again.
+            let timeout = shared.settings.write_timeout;
+            if matches!(
+                tokio::time::timeout(timeout, shared.store.ping()).await,
+                Ok(Ok(()))
+            ) {
+                shared.db_ok.store(true, Ordering::Release);
+                backoff = base;
+                continue;
+            }
             tokio::select! {
-                _ = shared.wake_drainer.notified() => continue,
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shared.wake_drainer.notified() => {}
                 _ = cancel.cancelled() => return,
             }
+            backoff = (backoff * 2).min(shared.settings.max_retry_interval);
+            continue;
         }
         if drain(&shared, &cancel).await {
             backoff = base;

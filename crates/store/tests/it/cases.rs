@@ -9,7 +9,9 @@ use crate::fixture::Db;
 pub(crate) use crate::writer::{
     audit_writer_batches_records_into_the_store,
     audit_writer_drops_only_past_the_spool_cap_and_counts_it,
+    audit_writer_purges_records_past_retention,
     audit_writer_replays_a_spool_left_by_an_earlier_run,
+    audit_writer_resumes_after_an_outage_even_when_nothing_could_be_spooled,
     audit_writer_spools_while_the_store_is_down_and_replays_exactly_once,
 };
 

@@ -336,3 +336,57 @@ pub(crate) async fn audit_writer_drops_only_past_the_spool_cap_and_counts_it(db:
     assert_eq!(stored_ids(&db.store).await.len() as u64, kept);
     audit.shutdown().await;
 }
+
+pub(crate) async fn audit_writer_purges_records_past_retention(db: &Db) {
+    let old = record(0, "alice", "web__old", Outcome::Ok);
+    let mut old = old;
+    old.time = Utc::now() - chrono::Duration::days(40);
+    let fresh = AuditRecord::new(method::TOOLS_CALL, Outcome::Ok);
+    db.store.append_audit(&[old, fresh.clone()]).await.unwrap();
+    let mut s = settings(db);
+    s.retention = Some(Duration::from_secs(30 * 86400));
+    // The first purge runs at start.
+    let audit = spawn(db.store.clone(), s);
+    let mut remaining = Vec::new();
+    for _ in 0..1500 {
+        remaining = stored_ids(&db.store).await;
+        if remaining.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(remaining, vec![fresh.id]);
+    audit.shutdown().await;
+}
+
+pub(crate) async fn audit_writer_resumes_after_an_outage_even_when_nothing_could_be_spooled(
+    db: &Db,
+) {
+    let flaky = Arc::new(Flaky {
+        inner: db.store.clone(),
+        down: AtomicBool::new(true),
+        failed_writes: AtomicU64::new(0),
+    });
+    let mut s = settings(db);
+    s.spool_max_bytes = 0;
+    let audit = spawn(flaky.clone(), s);
+    for r in records(5) {
+        audit.record(r);
+    }
+    audit.flush().await;
+    assert_eq!((audit.dropped(), audit.pending()), (5, 0));
+
+    flaky.down.store(false, Ordering::SeqCst);
+    let mut stored = Vec::new();
+    for _ in 0..1500 {
+        audit.record(AuditRecord::new(method::TOOLS_CALL, Outcome::Ok));
+        audit.flush().await;
+        stored = stored_ids(&db.store).await;
+        if !stored.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!stored.is_empty(), "writes resume once the store answers");
+    audit.shutdown().await;
+}
