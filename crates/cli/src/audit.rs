@@ -1,7 +1,7 @@
 //! `switchboard audit`: queries the audit log of the store a config names
 //! and prints it as a table, JSON Lines or CSV.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 use std::io::Write;
@@ -100,17 +100,9 @@ pub(crate) async fn run(args: AuditArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A time given as a duration ago ("90m") or as RFC 3339.
+/// The store's reading of an operator's time, as an `anyhow` error here.
 fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    match humantime::parse_duration(text) {
-        Ok(d) => Ok(now - chrono::Duration::from_std(d).context("duration is too long")?),
-        Err(_) => bail!(
-            "{text:?} is neither a duration (e.g. \"1h\", \"7d\") nor an RFC 3339 time (e.g. \"2026-01-31T12:00:00Z\")"
-        ),
-    }
+    switchboard_store::parse_time(text, now).map_err(anyhow::Error::msg)
 }
 
 const CSV_HEADER: [&str; 14] = [

@@ -134,10 +134,7 @@ impl Shared {
         let identity_limiter =
             crate::limit::PrincipalLimiter::new(config.auth.rate_limit_per_minute);
         let tool_limits = crate::limit::ToolLimits::new(&config.security.tool_rate_limits);
-        let audit_arguments = switchboard_store::redact::ArgumentPolicy::new(
-            config.audit.record_arguments,
-            &config.audit.redact_fields,
-        );
+        let audit_arguments = switchboard_store::redact::ArgumentPolicy::from_config(&config.audit);
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let upstreams: Vec<Upstream> = config
             .upstreams
