@@ -57,6 +57,12 @@ tokio::task_local! {
     static CALLER: Arc<Identity>;
 }
 
+/// Runs `f` as if `identity` had made the request (tests only).
+#[cfg(test)]
+pub(crate) async fn with_caller<F: std::future::Future>(identity: Arc<Identity>, f: F) -> F::Output {
+    CALLER.scope(identity, f).await
+}
+
 /// The identity of the request being handled on this task, if any.
 pub(crate) fn current_caller() -> Option<Arc<Identity>> {
     CALLER.try_with(Arc::clone).ok()

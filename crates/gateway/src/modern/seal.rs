@@ -38,7 +38,10 @@ pub(crate) struct State {
     pub(crate) target: String,
     /// The upstream's own `requestState` when a modern upstream asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) upstream: Option<String>,
+    pub(crate) upstream: Option<String>,    /// The principal that made the original request: only it may continue
+    /// it (a leaked state is no credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) owner: Option<String>,
 }
 
 /// Why a `requestState` was refused.
@@ -50,6 +53,8 @@ pub(crate) enum SealError {
     Expired,
     #[error("requestState belongs to a different request ({0})")]
     WrongRequest(String),
+    #[error("requestState was issued to another identity; send the original request again")]
+    WrongOwner,
 }
 
 /// The key and the randomness source.
@@ -149,8 +154,16 @@ impl Sealer {
                 state.method, state.target
             )));
         }
+        if state.owner != caller_principal() {
+            return Err(SealError::WrongOwner);
+        }
         Ok(state)
     }
+}
+
+/// The principal of the request being handled, if it was authenticated.
+fn caller_principal() -> Option<String> {
+    crate::authn::current_caller().map(|c| c.principal())
 }
 
 /// Seconds since the Unix epoch (0 before it).
@@ -173,6 +186,7 @@ pub(crate) fn state(call: u64, replica: u64, exp: u64, method: &str, target: &st
         method: method.to_owned(),
         target: target.to_owned(),
         upstream: None,
+        owner: caller_principal(),
     }
 }
 
@@ -182,6 +196,26 @@ mod tests {
 
     fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    #[tokio::test]
+    async fn a_state_issued_to_one_identity_is_refused_to_another() {
+        let sealer = Sealer::random();
+        let scopes = switchboard_auth::Scopes::parse(["*"], "__").unwrap();
+        let alice = std::sync::Arc::new(switchboard_auth::Identity::api_key("1", "alice", scopes.clone()));
+        let mallory = std::sync::Arc::new(switchboard_auth::Identity::api_key("2", "mallory", scopes));
+        let sealed = crate::authn::with_caller(alice.clone(), async { sealer.seal(&sample()) }).await;
+        let as_mallory = crate::authn::with_caller(mallory, async {
+            sealer.open(&sealed, now(), "tools/call", "t")
+        })
+        .await;
+        assert_eq!(as_mallory, Err(SealError::WrongOwner));
+        assert_eq!(sealer.open(&sealed, now(), "tools/call", "t"), Err(SealError::WrongOwner));
+        let as_alice = crate::authn::with_caller(alice, async {
+            sealer.open(&sealed, now(), "tools/call", "t")
+        })
+        .await;
+        assert!(as_alice.is_ok(), "{as_alice:?}");
     }
 
     fn sample() -> State {
