@@ -22,6 +22,8 @@
 #                                    deploy/alertmanager/alertmanager.yml
 #   docker-compose                   Debian package `docker-compose` (1.29.2); `docker-compose
 #                                    config` validates deploy/docker-compose.yml without an engine
+#   postgres, redis-server           Debian packages `postgresql`, `redis-server`; run on loopback
+#                                    by scripts/services.sh for the store and state tests
 #
 # Every pin lives in scripts/deps/ (npm package.json + package-lock.json,
 # requirements-e2e.txt). A component is reinstalled only when its pins change,
@@ -71,6 +73,12 @@ need_cmd promtool prometheus
 # compose-spec schema (`config` needs no Docker engine); neither daemon is started
 need_cmd amtool prometheus-alertmanager
 need_cmd docker-compose docker-compose
+# the loopback PostgreSQL and Redis of scripts/services.sh (store and state tests);
+# Debian keeps the PostgreSQL binaries under /usr/lib/postgresql/<version>/bin
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  need_cmd pg_ctlcluster postgresql
+fi
+need_cmd redis-server redis-server
 # a Python 3 with venv+ensurepip (the machine image ships CPython 3.11 via pyenv)
 PY="${SWITCHBOARD_PYTHON:-}"
 if [[ -z "$PY" ]]; then

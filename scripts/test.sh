@@ -122,7 +122,17 @@ run_pytest() {
       --junitxml="$RESULTS/e2e-junit.xml" "$@"
 }
 
+# Loopback PostgreSQL and Redis (scripts/services.sh); the store tests fail,
+# never skip, without them. They outlive this run; `scripts/services.sh stop`.
+start_services() {
+  local exports
+  exports="$(./scripts/services.sh start)" || return 1
+  eval "$exports"
+  export SWITCHBOARD_TEST_POSTGRES_URL SWITCHBOARD_TEST_REDIS_URL
+}
+
 run_nextest() {
+  start_services || echo "test.sh: scripts/services.sh start failed; the PostgreSQL tests will fail" >&2
   cargo nextest run --workspace --no-fail-fast --no-tests=warn 2>&1 | tee "$RESULTS/nextest.log"
 }
 

@@ -49,6 +49,11 @@ async fn serve(
     )?;
     tracing::info!(config = %config.origin, upstreams = config.upstreams.len(), "starting switchboard");
     let addr = config.server.listen;
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let gateway = Gateway::start(config)?;
     if stdio {
         gateway
@@ -62,7 +67,7 @@ async fn serve(
             "cannot listen on {addr}; is another process using it? Set [server] listen or --listen"
         )
     })?;
-    tracing::info!(%addr, "serving MCP at http://{addr}/mcp");
+    tracing::info!(%addr, "serving MCP at {scheme}://{addr}/mcp");
     gateway.serve(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

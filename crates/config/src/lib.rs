@@ -18,6 +18,7 @@ mod interpolate;
 mod load;
 pub mod model;
 mod raw;
+mod security;
 
 pub use error::ConfigError;
 pub use load::{load, parse, ConfigSource, Overrides, EMBEDDED_DEFAULT};

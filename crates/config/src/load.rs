@@ -8,7 +8,9 @@ use toml::Spanned;
 use crate::error::ConfigError;
 use crate::interpolate::{interpolate, Context};
 use crate::model::*;
-use crate::raw::{RawConfig, RawFilter, RawLimits, RawSize, RawUpstream};
+use crate::raw::{
+    RawAudit, RawBytes, RawConfig, RawFilter, RawLimits, RawSize, RawStore, RawUpstream,
+};
 
 /// The configuration used when no file is given and `./switchboard.toml` does
 /// not exist: the bundled demo upstreams, spawned from this very binary.
@@ -89,7 +91,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     )
 }
 
-struct Validator<'a> {
+pub(crate) struct Validator<'a> {
     origin: &'a str,
     text: &'a str,
     ctx: &'a Context<'a>,
@@ -103,7 +105,7 @@ impl Validator<'_> {
             + 1
     }
 
-    fn err(
+    pub(crate) fn err(
         &self,
         at: Option<usize>,
         field: impl Into<String>,
@@ -117,7 +119,7 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(
+    pub(crate) fn duration(
         &self,
         v: &Option<Spanned<String>>,
         field: &str,
@@ -138,7 +140,12 @@ impl Validator<'_> {
         }
     }
 
-    fn interp(&self, at: usize, field: &str, value: &str) -> Result<String, ConfigError> {
+    pub(crate) fn interp(
+        &self,
+        at: usize,
+        field: &str,
+        value: &str,
+    ) -> Result<String, ConfigError> {
         interpolate(value, self.ctx).map_err(|m| self.err(Some(at), field, m))
     }
 }
@@ -215,6 +222,15 @@ fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, Con
             .rate_limit_per_minute
             .unwrap_or(defaults::RATE_LIMIT_PER_MINUTE),
         rate_limit_loopback: s.rate_limit_loopback.unwrap_or(false),
+        tls: s.tls.as_ref().map(|t| tls(&v, t)).transpose()?,
+        request_state_key: s
+            .request_state_key
+            .as_ref()
+            .map(|t| {
+                v.interp(t.span().start, "server.request_state_key", t.get_ref())
+                    .map(Secret::new)
+            })
+            .transpose()?,
         metrics_token: s
             .metrics_token
             .as_ref()
@@ -262,10 +278,195 @@ fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, Con
         }
         upstreams.push(upstream);
     }
+    let auth = crate::security::auth(&v, raw.auth)?;
+    let security = crate::security::security(&v, raw.security)?;
+    let store = store(&v, raw.store)?;
+    let audit = audit(&v, raw.audit)?;
     Ok(Config {
         server,
         upstreams,
+        auth,
+        security,
+        store,
+        audit,
         origin: origin.to_owned(),
+    })
+}
+
+/// `[server.tls]`: paths only; reading and checking the PEM files needs a
+/// crypto provider, so the gateway does it (and names the file on failure).
+fn tls(v: &Validator<'_>, t: &Spanned<crate::raw::RawTls>) -> Result<TlsConfig, ConfigError> {
+    let path = |p: &Spanned<String>, field: &str| -> Result<PathBuf, ConfigError> {
+        let at = p.span().start;
+        let value = v.interp(at, field, p.get_ref())?;
+        if value.trim().is_empty() {
+            return Err(v.err(Some(at), field, "is empty; give the path of a PEM file"));
+        }
+        Ok(PathBuf::from(value))
+    };
+    let t = t.get_ref();
+    let interval = v.duration(
+        &t.reload_interval,
+        "server.tls.reload_interval",
+        defaults::TLS_RELOAD_INTERVAL,
+    )?;
+    Ok(TlsConfig {
+        cert: path(&t.cert, "server.tls.cert")?,
+        key: path(&t.key, "server.tls.key")?,
+        reload_interval: (!interval.is_zero()).then_some(interval),
+    })
+}
+
+/// `[store]`. `DATABASE_URL` in the environment replaces `url`, the
+/// convention of hosting platforms that provision the database.
+fn store(v: &Validator<'_>, s: RawStore) -> Result<StoreConfig, ConfigError> {
+    let url = match (v.ctx.env)("DATABASE_URL").filter(|u| !u.is_empty()) {
+        Some(url) => Some((url, None)),
+        None => match &s.url {
+            None => None,
+            Some(u) => Some((
+                v.interp(u.span().start, "store.url", u.get_ref())?,
+                Some(u.span().start),
+            )),
+        },
+    };
+    let url = match url {
+        None => None,
+        Some((url, at)) => {
+            let field = if at.is_some() {
+                "store.url"
+            } else {
+                "DATABASE_URL"
+            };
+            let known = ["sqlite:", "postgres://", "postgresql://"];
+            if !known.iter().any(|k| url.starts_with(k)) {
+                let scheme = url.split_once(':').map_or("", |(s, _)| s);
+                return Err(v.err(
+                    at,
+                    field,
+                    format!("scheme {scheme:?} is not supported; use sqlite://PATH or postgres://USER@HOST:PORT/DB"),
+                ));
+            }
+            Some(Secret::new(url))
+        }
+    };
+    let data_dir = match &s.data_dir {
+        Some(d) => {
+            let dir = v.interp(d.span().start, "store.data_dir", d.get_ref())?;
+            if dir.is_empty() {
+                return Err(v.err(
+                    Some(d.span().start),
+                    "store.data_dir",
+                    "is empty; give a directory path",
+                ));
+            }
+            PathBuf::from(dir)
+        }
+        None => default_data_dir(v.ctx.env),
+    };
+    let max_connections = match &s.max_connections {
+        None => defaults::STORE_MAX_CONNECTIONS,
+        Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref(),
+        Some(n) => {
+            return Err(v.err(
+                Some(n.span().start),
+                "store.max_connections",
+                "must be between 1 and 1000",
+            ))
+        }
+    };
+    Ok(StoreConfig {
+        url,
+        data_dir,
+        max_connections,
+    })
+}
+
+/// `$XDG_DATA_HOME/switchboard`, else `~/.local/share/switchboard`, else
+/// `./switchboard-data`: one place per user, whatever the working directory.
+fn default_data_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    let non_empty = |k: &str| env(k).filter(|v| !v.is_empty());
+    if let Some(xdg) = non_empty("XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join(defaults::DATA_DIR_NAME);
+    }
+    if let Some(home) = non_empty("HOME") {
+        return PathBuf::from(home)
+            .join(".local/share")
+            .join(defaults::DATA_DIR_NAME);
+    }
+    PathBuf::from("switchboard-data")
+}
+
+fn audit(v: &Validator<'_>, a: RawAudit) -> Result<AuditConfig, ConfigError> {
+    let retention = v.duration(&a.retention, "audit.retention", defaults::AUDIT_RETENTION)?;
+    if retention < Duration::from_secs(60) {
+        let at = a.retention.as_ref().map(|r| r.span().start);
+        return Err(v.err(at, "audit.retention", "must be at least 1m"));
+    }
+    let flush_interval = v.duration(
+        &a.flush_interval,
+        "audit.flush_interval",
+        defaults::AUDIT_FLUSH_INTERVAL,
+    )?;
+    if flush_interval.is_zero() || flush_interval > Duration::from_secs(60) {
+        let at = a.flush_interval.as_ref().map(|r| r.span().start);
+        return Err(v.err(
+            at,
+            "audit.flush_interval",
+            "must be more than 0 and at most 60s",
+        ));
+    }
+    let batch_size = match &a.batch_size {
+        None => defaults::AUDIT_BATCH_SIZE,
+        Some(n) if (1..=10_000).contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) => {
+            return Err(v.err(
+                Some(n.span().start),
+                "audit.batch_size",
+                "must be between 1 and 10000",
+            ))
+        }
+    };
+    let spool_max_bytes = match &a.spool_max_bytes {
+        None => defaults::AUDIT_SPOOL_MAX_BYTES,
+        Some(b) => {
+            let at = Some(b.span().start);
+            let n = match b.get_ref() {
+                RawBytes::Number(n) => *n,
+                RawBytes::Text(t) => t.trim().parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|_| {
+                    v.err(at, "audit.spool_max_bytes", format!("{t:?} is not a byte size; write e.g. \"256 MiB\", \"1GB\" or a number of bytes"))
+                })?,
+            };
+            if n < 64 * 1024 {
+                return Err(v.err(at, "audit.spool_max_bytes", "must be at least 64 KiB"));
+            }
+            n
+        }
+    };
+    let redact_fields = match a.redact_fields {
+        None => defaults::AUDIT_REDACT_FIELDS
+            .iter()
+            .map(|f| (*f).to_owned())
+            .collect(),
+        Some(fields) => {
+            if let Some(bad) = fields.iter().find(|f| f.trim().is_empty()) {
+                return Err(v.err(
+                    None,
+                    "audit.redact_fields",
+                    format!("{bad:?} is empty; list field names such as \"password\""),
+                ));
+            }
+            fields
+        }
+    };
+    Ok(AuditConfig {
+        enabled: a.enabled.unwrap_or(true),
+        record_arguments: a.record_arguments.unwrap_or(false),
+        redact_fields,
+        retention,
+        batch_size,
+        flush_interval,
+        spool_max_bytes,
     })
 }
 
@@ -582,6 +783,25 @@ fn upstream(
     })
 }
 
+/// Parses with a fixed test environment (`TOKEN` and `LONG` set), for the
+/// table tests of every section.
+#[cfg(test)]
+pub(crate) fn parse_for_test(text: &str) -> Result<Config, ConfigError> {
+    let env = |k: &str| match k {
+        "TOKEN" => Some("t0k".to_owned()),
+        "LONG" => Some("0123456789abcdef0123456789abcdef".to_owned()),
+        _ => None,
+    };
+    parse_with(
+        text,
+        "test.toml",
+        &Context {
+            env: &env,
+            self_exe: "/usr/bin/switchboard",
+        },
+    )
+}
+
 /// `pool`, `max_instances` and `idle_timeout` of one upstream.
 fn pool(
     v: &Validator<'_>,
@@ -738,15 +958,23 @@ mod tests {
     use super::*;
 
     fn check(text: &str) -> Result<Config, ConfigError> {
-        let env = |k: &str| (k == "TOKEN").then(|| "t0k".to_owned());
-        parse_with(
-            text,
-            "test.toml",
-            &Context {
-                env: &env,
-                self_exe: "/usr/bin/switchboard",
-            },
-        )
+        parse_for_test(text)
+    }
+
+    #[test]
+    fn the_request_state_key_is_an_interpolated_secret() {
+        let c = check("[server]\nrequest_state_key = \"${env:TOKEN}\"").unwrap();
+        let key = c.server.request_state_key.as_ref().map(Secret::expose);
+        assert_eq!(key, Some("t0k"));
+        assert!(
+            !format!("{c:?}").contains("t0k"),
+            "the key leaks into Debug"
+        );
+        assert!(check("[server]")
+            .unwrap()
+            .server
+            .request_state_key
+            .is_none());
     }
 
     #[test]
@@ -813,6 +1041,22 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nlimits = { stack = 1 }", &["unknown field", "stack"]),
             ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/mcp\"\nlimits = { cpu_seconds = 5 }", &["upstreams[0].limits", "stdio upstreams"]),
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\npool = \"per_session\"\ncache = { ttl = \"5s\", resources = true }", &["upstreams[0].cache", "per_session", "pool = \"shared\""]),
+            ("[server.tls]\ncert = \"c.pem\"", &["test.toml", "missing field", "key"]),
+            ("[server.tls]\ncert = \"\"\nkey = \"k.pem\"", &["test.toml:2", "server.tls.cert", "is empty"]),
+            ("[server.tls]\ncert = \"c.pem\"\nkey = \"${env:MISSING}\"", &["test.toml:3", "server.tls.key", "MISSING is not set"]),
+            ("[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nreload_interval = \"often\"", &["test.toml:4", "server.tls.reload_interval", "not a duration"]),
+            ("[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nca = \"x\"", &["unknown field", "ca"]),
+            ("[store]\nurl = \"mysql://x/y\"", &["test.toml:2", "store.url", "\"mysql\"", "postgres://"]),
+            ("[store]\nmax_connections = 0", &["test.toml:2", "store.max_connections", "between 1"]),
+            ("[store]\ndata_dir = \"\"", &["test.toml:2", "store.data_dir", "empty"]),
+            ("[store]\npool = 3", &["unknown field", "pool"]),
+            ("[audit]\nretention = \"forever\"", &["test.toml:2", "audit.retention", "not a duration"]),
+            ("[audit]\nretention = \"10s\"", &["test.toml:2", "audit.retention", "at least 1m"]),
+            ("[audit]\n\nflush_interval = \"0s\"", &["test.toml:3", "audit.flush_interval", "more than 0"]),
+            ("[audit]\nbatch_size = 0", &["test.toml:2", "audit.batch_size", "between 1"]),
+            ("[audit]\nspool_max_bytes = \"lots\"", &["test.toml:2", "audit.spool_max_bytes", "not a byte size"]),
+            ("[audit]\nspool_max_bytes = 10", &["test.toml:2", "audit.spool_max_bytes", "64 KiB"]),
+            ("[audit]\nredact_fields = [\"\"]", &["audit.redact_fields", "empty"]),
         ];
         for (text, needles) in cases {
             let msg = check(text).unwrap_err().to_string();
@@ -846,6 +1090,97 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
         );
         assert_eq!(u.health_check_interval, None, "0s disables pings");
         assert_eq!(u.retries, defaults::RETRIES);
+    }
+
+    #[test]
+    fn tls_paths_interpolate_and_a_zero_interval_disables_reloading() {
+        let c = check("[server.tls]\ncert = \"/etc/${env:TOKEN}/cert.pem\"\nkey = \"key.pem\"\nreload_interval = \"0s\"").unwrap();
+        let tls = c.server.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/etc/t0k/cert.pem"));
+        assert_eq!(tls.key, PathBuf::from("key.pem"));
+        assert_eq!(tls.reload_interval, None);
+        let tls = check("[server.tls]\ncert = \"c\"\nkey = \"k\"")
+            .unwrap()
+            .server
+            .tls
+            .unwrap();
+        assert_eq!(tls.reload_interval, Some(defaults::TLS_RELOAD_INTERVAL));
+        assert!(check("").unwrap().server.tls.is_none());
+    }
+
+    #[test]
+    fn store_and_audit_defaults_are_a_sqlite_file_in_the_user_data_dir() {
+        let c = check("").unwrap();
+        assert!(c.store.url.is_none());
+        assert_eq!(c.store.max_connections, defaults::STORE_MAX_CONNECTIONS);
+        assert!(c.audit.enabled && !c.audit.record_arguments);
+        assert_eq!(c.audit.retention, defaults::AUDIT_RETENTION);
+        assert!(c.audit.redact_fields.iter().any(|f| f == "password"));
+        let env = |k: &str| match k {
+            "XDG_DATA_HOME" => Some("/xdg".to_owned()),
+            "HOME" => Some("/home/u".to_owned()),
+            _ => None,
+        };
+        assert_eq!(default_data_dir(&env), PathBuf::from("/xdg/switchboard"));
+        let env = |k: &str| (k == "HOME").then(|| "/home/u".to_owned());
+        assert_eq!(
+            default_data_dir(&env),
+            PathBuf::from("/home/u/.local/share/switchboard")
+        );
+        assert_eq!(
+            default_data_dir(&|_| None),
+            PathBuf::from("switchboard-data")
+        );
+    }
+
+    #[test]
+    fn store_and_audit_keys_parse_with_units_and_interpolation() {
+        let c = check(
+            "[store]\nurl = \"postgres://sb:${env:TOKEN}@127.0.0.1:5432/sb\"\ndata_dir = \"/var/lib/sb\"\nmax_connections = 20\n[audit]\nenabled = false\nrecord_arguments = true\nredact_fields = [\"pin\"]\nretention = \"7d\"\nbatch_size = 50\nflush_interval = \"250ms\"\nspool_max_bytes = \"64 MiB\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.store.url.as_ref().map(Secret::expose),
+            Some("postgres://sb:t0k@127.0.0.1:5432/sb")
+        );
+        assert!(
+            !format!("{c:?}").contains("t0k"),
+            "the store url leaks into Debug"
+        );
+        assert_eq!(c.store.data_dir, PathBuf::from("/var/lib/sb"));
+        assert_eq!(c.store.max_connections, 20);
+        assert!(!c.audit.enabled && c.audit.record_arguments);
+        assert_eq!(c.audit.redact_fields, vec!["pin".to_owned()]);
+        assert_eq!(c.audit.retention, Duration::from_secs(7 * 86400));
+        assert_eq!(c.audit.batch_size, 50);
+        assert_eq!(c.audit.flush_interval, Duration::from_millis(250));
+        assert_eq!(c.audit.spool_max_bytes, 64 * 1024 * 1024);
+        let c = check("[audit]\nspool_max_bytes = 1048576").unwrap();
+        assert_eq!(c.audit.spool_max_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn database_url_in_the_environment_overrides_the_file() {
+        let env = |k: &str| (k == "DATABASE_URL").then(|| "postgres://db.internal/sb".to_owned());
+        let ctx = Context {
+            env: &env,
+            self_exe: "switchboard",
+        };
+        let c = parse_with("[store]\nurl = \"sqlite:///tmp/x.db\"", "t.toml", &ctx).unwrap();
+        assert_eq!(
+            c.store.url.as_ref().map(Secret::expose),
+            Some("postgres://db.internal/sb")
+        );
+        let env = |k: &str| (k == "DATABASE_URL").then(|| "redis://x".to_owned());
+        let ctx = Context {
+            env: &env,
+            self_exe: "switchboard",
+        };
+        let msg = parse_with("", "t.toml", &ctx).unwrap_err().to_string();
+        assert!(
+            msg.contains("DATABASE_URL") && msg.contains("\"redis\""),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::security::{AuthConfig, JwtConfig, PinningPolicy, ResourceConfig, SecurityConfig};
+
 /// Defaults, in one place so the README's config reference can cite them.
 pub mod defaults {
     use std::time::Duration;
@@ -37,6 +39,31 @@ pub mod defaults {
     pub const MAX_INSTANCES: usize = 32;
     /// A per-session process unused this long is stopped.
     pub const INSTANCE_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    /// How often the TLS certificate and key files are checked for changes.
+    pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+    /// Sub-directory of `$XDG_DATA_HOME` (or `~/.local/share`) used as the
+    /// data directory; `./switchboard-data` when neither is set.
+    pub const DATA_DIR_NAME: &str = "switchboard";
+    pub const STORE_MAX_CONNECTIONS: u32 = 8;
+    pub const AUDIT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+    pub const AUDIT_BATCH_SIZE: usize = 256;
+    pub const AUDIT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+    pub const AUDIT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
+    /// Argument fields whose values never reach the audit log. A field is
+    /// redacted when its name, lowercased and without `-`/`_`, contains one
+    /// of these (so `access_token` and `X-Api-Key` are caught too).
+    pub const AUDIT_REDACT_FIELDS: &[&str] = &[
+        "password",
+        "passwd",
+        "token",
+        "secret",
+        "apikey",
+        "authorization",
+        "cookie",
+        "credential",
+        "privatekey",
+        "session",
+    ];
 }
 
 /// The whole validated configuration.
@@ -44,6 +71,10 @@ pub mod defaults {
 pub struct Config {
     pub server: ServerConfig,
     pub upstreams: Vec<UpstreamConfig>,
+    pub auth: AuthConfig,
+    pub security: SecurityConfig,
+    pub store: StoreConfig,
+    pub audit: AuditConfig,
     /// Where the configuration came from, for reports and logs.
     pub origin: String,
 }
@@ -69,6 +100,55 @@ pub struct ServerConfig {
     /// Whether loopback clients are limited too (by default they are not:
     /// a local gateway serves its own user).
     pub rate_limit_loopback: bool,
+    /// TLS termination; `None` serves plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// Seals the `requestState` the gateway hands to 2026-07-28 clients.
+    /// Replicas behind one load balancer need the same key; `None` means a
+    /// random key per process (states then only work on the replica that
+    /// issued them).
+    pub request_state_key: Option<Secret>,
+}
+
+/// Where the PEM certificate chain and private key live. The files are read
+/// by the gateway at start (so a bad pair stops it there) and re-read when
+/// they change, so a renewed certificate needs no restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    pub key: PathBuf,
+    /// How often the files are checked for changes; `None` never reloads.
+    pub reload_interval: Option<Duration>,
+}
+
+/// `[store]`: where keys, sessions, the audit log and pins are kept.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` or `postgres://...` (`DATABASE_URL` overrides the
+    /// file); `None` means the SQLite file `switchboard.db` in `data_dir`.
+    pub url: Option<Secret>,
+    /// Holds the SQLite file and the audit spool; created on first start.
+    pub data_dir: PathBuf,
+    pub max_connections: u32,
+}
+
+/// `[audit]`: what the audit log records and how it is written.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    /// Whether the (redacted) arguments are stored beside their digest.
+    pub record_arguments: bool,
+    /// Field names whose values are redacted (see `defaults::AUDIT_REDACT_FIELDS`).
+    pub redact_fields: Vec<String>,
+    /// Records older than this are deleted.
+    pub retention: Duration,
+    /// Records written to the database in one transaction, at most.
+    pub batch_size: usize,
+    /// A partial batch is written after this long.
+    pub flush_interval: Duration,
+    /// Cap of the on-disk spool used while the database is unreachable.
+    pub spool_max_bytes: u64,
 }
 
 /// How a Streamable HTTP request is answered when the client accepts both

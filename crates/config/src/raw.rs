@@ -11,6 +11,42 @@ pub(crate) struct RawConfig {
     pub(crate) server: RawServer,
     #[serde(default)]
     pub(crate) upstreams: Vec<Spanned<RawUpstream>>,
+    #[serde(default)]
+    pub(crate) auth: crate::security::RawAuth,
+    #[serde(default)]
+    pub(crate) security: crate::security::RawSecurity,
+    #[serde(default)]
+    pub(crate) store: RawStore,
+    #[serde(default)]
+    pub(crate) audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    pub(crate) url: Option<Spanned<String>>,
+    pub(crate) data_dir: Option<Spanned<String>>,
+    pub(crate) max_connections: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) record_arguments: Option<bool>,
+    pub(crate) redact_fields: Option<Vec<String>>,
+    pub(crate) retention: Option<Spanned<String>>,
+    pub(crate) batch_size: Option<Spanned<u32>>,
+    pub(crate) flush_interval: Option<Spanned<String>>,
+    pub(crate) spool_max_bytes: Option<Spanned<RawBytes>>,
+}
+
+/// A byte size: a plain number, or text with a unit ("256 MiB", "1GB").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawBytes {
+    Number(u64),
+    Text(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +64,16 @@ pub(crate) struct RawServer {
     pub(crate) metrics_token: Option<Spanned<String>>,
     pub(crate) rate_limit_per_minute: Option<u32>,
     pub(crate) rate_limit_loopback: Option<bool>,
+    pub(crate) tls: Option<Spanned<RawTls>>,
+    pub(crate) request_state_key: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) cert: Spanned<String>,
+    pub(crate) key: Spanned<String>,
+    pub(crate) reload_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

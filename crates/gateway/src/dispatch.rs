@@ -484,11 +484,13 @@ async fn forward(
         _ => None,
     };
     let options = CallOptions {
-        context: Some(context),
+        context: Some(context.clone()),
         cancel,
         timeout,
-        // A per_session upstream serves this session from its own process.
-        session: Some(session.id.clone()),
+        // A per_session upstream serves this session from its own process;
+        // a stateless (2026-07-28) request has no session to keep one for,
+        // so the upstream's template process serves it.
+        session: (!session.is_stateless()).then(|| session.id.clone()),
     };
     // Prompt names and URIs are not tools: only tools/call carries mcp.tool.
     let tool = match method {
@@ -510,17 +512,34 @@ async fn forward(
     } else {
         tracing::Span::none()
     };
-    protection
-        .call(
-            &shared.metrics,
-            upstream,
-            method,
-            to_raw(&params),
-            options,
-            safe,
-        )
-        .instrument(span)
-        .await
+    let stateless = session.is_stateless();
+    let context: Arc<dyn RequestContext> = context;
+    async move {
+        // A stateless upstream's `InputRequiredResult` is answered here for
+        // legacy clients (bounded rounds); stateless clients get it as is.
+        let mut rounds = 0;
+        loop {
+            let result = protection
+                .call(
+                    &shared.metrics,
+                    upstream,
+                    method,
+                    to_raw(&params),
+                    options.clone(),
+                    safe,
+                )
+                .await?;
+            if stateless {
+                return Ok(result);
+            }
+            match crate::modern::fulfil_round(&*context, &result, &mut params, &mut rounds).await? {
+                Some(()) => continue,
+                None => return Ok(result),
+            }
+        }
+    }
+    .instrument(span)
+    .await
 }
 
 /// Relays what an upstream says about one forwarded request back to the

@@ -370,9 +370,6 @@ async fn post_mcp(shared: App, route: RouteId, headers: HeaderMap, body: Body) -
             ),
         );
     }
-    if let Err(r) = check_version_header(&headers) {
-        return r.into_response();
-    }
     let bytes = match read_message_body(&shared, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r.into_response(),
@@ -381,6 +378,14 @@ async fn post_mcp(shared: App, route: RouteId, headers: HeaderMap, body: Body) -
         Ok(d) => d,
         Err(r) => return r.into_response(),
     };
+    // Legacy and stateless clients share this endpoint; the era is decided
+    // per request.
+    if crate::modern::is_modern_post(&headers, &decoded) {
+        return crate::modern::post(shared, route, headers, decoded).await;
+    }
+    if let Err(r) = check_version_header(&headers) {
+        return r.into_response();
+    }
     if let Decoded::Single(Message::Request(r)) = &decoded {
         if r.method == "initialize" {
             let Decoded::Single(Message::Request(r)) = decoded else {
@@ -539,6 +544,9 @@ async fn batch(
 }
 
 fn get_mcp(shared: App, route: RouteId, headers: HeaderMap) -> Response {
+    if let Some(refused) = crate::modern::refuse_stream(&headers) {
+        return refused;
+    }
     if !accepts(&headers).sse {
         return error_response(
             StatusCode::NOT_ACCEPTABLE,
@@ -577,6 +585,9 @@ fn get_mcp(shared: App, route: RouteId, headers: HeaderMap) -> Response {
 }
 
 async fn delete_mcp(shared: App, route: RouteId, headers: HeaderMap) -> Response {
+    if let Some(refused) = crate::modern::refuse_stream(&headers) {
+        return refused;
+    }
     match session_for(&shared, route, &headers) {
         Ok(session) => {
             shared.end_session(&session.id).await;

@@ -21,14 +21,17 @@
 mod cache;
 mod catalog;
 mod dispatch;
+mod headers;
 mod http;
 mod limit;
+mod modern;
 mod origin;
 mod outbound;
 mod protect;
 mod session;
 mod state;
 mod stdio;
+mod tls;
 mod validate;
 
 use std::future::Future;
@@ -39,6 +42,7 @@ use tokio::net::TcpListener;
 
 pub use state::UpstreamReport;
 pub use switchboard_upstream::Status as UpstreamStatus;
+pub use tls::TlsError;
 
 /// Why a gateway cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -49,25 +53,39 @@ pub enum GatewayError {
         upstream: String,
         source: switchboard_resilience::ConfigError,
     },
+    #[error("server.tls: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A running gateway.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     shared: Arc<state::Shared>,
+    /// The serving certificate when `[server.tls]` is set.
+    tls: Option<Arc<tls::Certs>>,
 }
 
 impl Gateway {
     /// Starts the upstreams (in the background) and the catalog tasks.
+    ///
+    /// The TLS certificate and key, when configured, are read and checked
+    /// first, so a bad pair stops the start before any upstream is spawned.
     pub fn start(config: Config) -> Result<Self, GatewayError> {
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(tls::Certs::load)
+            .transpose()?;
         Ok(Self {
             shared: state::Shared::start(config)?,
+            tls,
         })
     }
 
     /// The HTTP application, for serving or for in-process tests.
     pub fn router(&self) -> axum::Router {
-        http::router(self.shared.clone())
+        http::router(self.shared.clone()).layer(headers::layer(self.tls.is_some()))
     }
 
     /// Every upstream's status and offer, in config order.
@@ -112,14 +130,11 @@ impl Gateway {
         // Small SSE frames must not wait for Nagle's algorithm and the peer's
         // delayed ACK (a 40 ms stall per response otherwise).
         use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         // The peer address feeds per-IP rate limiting.
         let app = self
             .router()
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let graceful = async move {
             signal.await;
             tracing::info!("shutting down: draining in-flight requests");
             // Long-lived streams would hold the drain open: end them now.
@@ -127,8 +142,24 @@ impl Gateway {
                 s.standalone.close();
             }
             let _ = drained_tx.send(());
-        });
-        let served = tokio::spawn(async move { server.await });
+        };
+        let served = if let Some(certs) = &self.tls {
+            let acceptor = certs.acceptor().map_err(std::io::Error::other)?;
+            certs.spawn_reloader(&shared.tasks, shared.shutdown.clone());
+            let listener =
+                tls::TlsListener::new(listener, acceptor, &shared.tasks, shared.shutdown.clone())?
+                    // A no-op tap: it gives the listener axum's ConnectInfo
+                    // impl (nodelay is set before the handshake).
+                    .tap_io(|_| {});
+            let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+            tokio::spawn(async move { server.await })
+        } else {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+            tokio::spawn(async move { server.await })
+        };
         let _ = drained_rx.await;
         match tokio::time::timeout(drain, served).await {
             Ok(joined) => joined.map_err(std::io::Error::other)??,

@@ -78,6 +78,8 @@ pub(crate) struct Session {
     pub(crate) attached: AtomicU64,
     /// Keeps the session counted in `active_sessions_total` while it lives.
     gauge: Mutex<Option<switchboard_telemetry::GaugeGuard>>,
+    /// Built for one stateless (2026-07-28) request rather than negotiated.
+    stateless: bool,
 }
 
 impl Session {
@@ -99,7 +101,32 @@ impl Session {
             closed: CancellationToken::new(),
             attached: AtomicU64::new(0),
             gauge: Mutex::new(None),
+            stateless: false,
         }
+    }
+
+    /// A short-lived session for one stateless (2026-07-28) request, built
+    /// from its `_meta`, so dispatch serves both eras with one code path.
+    /// Without a `logLevel` in `_meta` the request gets no log messages.
+    pub(crate) fn stateless(
+        route: RouteId,
+        protocol_version: &'static str,
+        capabilities: Value,
+        log_level: Option<u8>,
+    ) -> Self {
+        let mut s = Self::new(route, Transport::StreamableHttp);
+        s.stateless = true;
+        let _ = s.init.set(Init {
+            protocol_version,
+            capabilities,
+        });
+        s.log_level
+            .store(log_level.unwrap_or(u8::MAX), Ordering::Relaxed);
+        s
+    }
+
+    pub(crate) fn is_stateless(&self) -> bool {
+        self.stateless
     }
 
     pub(crate) fn track(&self, guard: switchboard_telemetry::GaugeGuard) {
@@ -143,7 +170,9 @@ impl Session {
 
     /// Whether a log message of `level` passes the client's `logging/setLevel`.
     pub(crate) fn wants_log(&self, level: &str) -> bool {
-        log_level_index(level).unwrap_or(u8::MAX) >= self.log_level.load(Ordering::Relaxed)
+        let threshold = self.log_level.load(Ordering::Relaxed);
+        // u8::MAX: a stateless request that did not opt in to logs.
+        threshold != u8::MAX && log_level_index(level).unwrap_or(u8::MAX) >= threshold
     }
 
     pub(crate) fn touch(&self) {

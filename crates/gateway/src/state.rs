@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     restarts: Vec<std::sync::atomic::AtomicU64>,
     /// Per upstream: session-process restarts already counted in metrics.
     session_restarts: Vec<std::sync::atomic::AtomicU64>,
+    /// The stateless (2026-07-28) face: `requestState` sealing, parked calls.
+    pub(crate) modern: crate::modern::Modern,
 }
 
 const EVENT_QUEUE: usize = 1024;
@@ -117,6 +119,10 @@ impl Shared {
             .map(|u| Upstream::start(u, tx.clone()))
             .collect();
         let n = upstreams.len();
+        let request_state_key = config.server.request_state_key.clone();
+        if request_state_key.is_none() {
+            tracing::warn!("server.request_state_key is not set: requestState of 2026-07-28 clients is sealed with a random per-process key, so replicas behind one load balancer need a configured key");
+        }
         let shared = Arc::new(Self {
             server: config.server,
             offers: Mutex::new((0..n).map(|_| Arc::new(Offer::default())).collect()),
@@ -145,6 +151,9 @@ impl Shared {
             session_restarts: (0..n)
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect(),
+            modern: crate::modern::Modern::new(
+                request_state_key.as_ref().map(|k| k.expose().as_bytes()),
+            ),
         });
         shared.publish(&[]);
         for i in 0..n {

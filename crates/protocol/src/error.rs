@@ -29,6 +29,13 @@ pub mod code {
     pub const OVERLOADED: i32 = -32013;
     /// The client sent more requests than its rate limit allows.
     pub const RATE_LIMITED: i32 = -32014;
+    /// 2026-07-28: a routing header (`MCP-Protocol-Version`, `Mcp-Method`,
+    /// `Mcp-Name`, `Mcp-Param-*`) is missing or disagrees with the body.
+    pub const HEADER_MISMATCH: i32 = -32020;
+    /// 2026-07-28: the request needs a client capability it did not declare.
+    pub const MISSING_CLIENT_CAPABILITY: i32 = -32021;
+    /// 2026-07-28: the requested revision is not supported; `data.supported` lists those that are.
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i32 = -32022;
 }
 
 /// A JSON-RPC error object: `{code, message, data?}`.

@@ -7,6 +7,8 @@
 //!   decode it does not need.
 //! - [`error`]: JSON-RPC error objects and the codes the gateway uses.
 //! - [`version`]: the protocol revisions and their negotiation.
+//! - [`modern`]: the stateless revision's per-request `_meta`, routing-header
+//!   checks, result envelopes and cache hints.
 //!
 //! # Invariants
 //! - No IO: this crate only turns bytes into messages and back.
@@ -15,6 +17,7 @@
 
 pub mod error;
 pub mod jsonrpc;
+pub mod modern;
 pub mod version;
 
 pub use error::{code, ErrorObject};

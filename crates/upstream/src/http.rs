@@ -74,6 +74,9 @@ struct SessionState {
     /// Bumped by each successful initialisation, so concurrent 404s
     /// re-initialise only once.
     generation: u64,
+    /// The upstream speaks only the stateless revision: every request is
+    /// self-contained, there is no session, GET stream or cancel message.
+    modern: bool,
 }
 
 /// Builds the client every HTTP transport uses: pooled keep-alive, bounded
@@ -152,6 +155,10 @@ pub(crate) async fn connect(
         closed: shared.shutdown.child_token(),
         close_reason: parking_lot::Mutex::new(None),
     });
+    if let Some(info) = session.probe_modern().await {
+        tracing::info!(upstream = %shared.name, "upstream speaks only 2026-07-28; calling it statelessly");
+        return Ok((session, info));
+    }
     let info = session.initialize().await.map_err(|e| e.to_string())?;
     let s = session.clone();
     shared.tracker.spawn(async move { s.get_loop().await });
@@ -174,14 +181,33 @@ impl HttpSession {
         }
         let _slot = InFlight::acquire(self)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = encode_request(&RequestId::Number(id), method, params.as_deref());
+        let (body, extra) = if self.state.read().modern {
+            if let Some(error) = crate::modern::removed(method) {
+                return Err(CallError::Rpc {
+                    upstream: self.shared.name.clone(),
+                    error,
+                });
+            }
+            let p = crate::modern::prepare(method, params.as_deref());
+            let body = encode_request(&RequestId::Number(id), &p.method, Some(&p.params));
+            (body, Some(p.headers))
+        } else {
+            let body = encode_request(&RequestId::Number(id), method, params.as_deref());
+            (body, None)
+        };
         let mut guard = CancelGuard {
             session: self,
             id,
             reason: Some("request abandoned by the gateway"),
         };
         let progress = ProgressWatch::for_params(params.as_deref());
-        let exchange = self.exchange(id, body, options.context.clone(), progress.as_ref());
+        let exchange = self.exchange(
+            id,
+            body,
+            extra.as_ref(),
+            options.context.clone(),
+            progress.as_ref(),
+        );
         let notify = progress.as_ref().map(|p| &p.notify);
         match deadline::race(exchange, &options.cancel, budget, notify).await {
             Ok(r) => {
@@ -290,6 +316,32 @@ impl HttpSession {
         self.state.read().session_id.is_some()
     }
 
+    /// Asks `server/discover` whether the upstream speaks only the stateless
+    /// revision; on yes, switches this session to stateless calls. Any other
+    /// answer (an error, a legacy or dual-era server, a timeout) is `None`
+    /// and the caller falls back to `initialize`.
+    async fn probe_modern(self: &Arc<Self>) -> Option<ServerInfo> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let p = crate::modern::prepare("server/discover", None);
+        let body = encode_request(&RequestId::Number(id), &p.method, Some(&p.params));
+        let run = async {
+            let resp = self.post_extra(body, false, Some(&p.headers)).await.ok()?;
+            self.read_response(resp, id, None, None).await.ok()
+        };
+        let result = tokio::time::timeout(self.connect_timeout, run)
+            .await
+            .ok()??;
+        match crate::modern::parse_discover(&result) {
+            crate::modern::Discovered::Modern(info) => {
+                let mut st = self.state.write();
+                st.modern = true;
+                st.protocol_version = HeaderValue::from_str(&info.protocol_version).ok();
+                Some(info)
+            }
+            crate::modern::Discovered::Dual | crate::modern::Discovered::Legacy => None,
+        }
+    }
+
     /// Runs the handshake (first time or after a 404) and installs the new
     /// session id and protocol version.
     async fn initialize(self: &Arc<Self>) -> Result<ServerInfo, CallError> {
@@ -365,6 +417,16 @@ impl HttpSession {
         body: Vec<u8>,
         with_session: bool,
     ) -> Result<reqwest::Response, CallError> {
+        self.post_extra(body, with_session, None).await
+    }
+
+    /// POSTs with `extra` headers too (a stateless request's routing headers).
+    async fn post_extra(
+        &self,
+        body: Vec<u8>,
+        with_session: bool,
+        extra: Option<&HeaderMap>,
+    ) -> Result<reqwest::Response, CallError> {
         let mut req = self
             .client
             .post(self.url.clone())
@@ -377,6 +439,9 @@ impl HttpSession {
         switchboard_telemetry::inject_current(&mut trace);
         if !trace.is_empty() {
             req = req.headers(trace);
+        }
+        if let Some(extra) = extra {
+            req = req.headers(extra.clone());
         }
         if with_session {
             let st = self.state.read();
@@ -398,11 +463,12 @@ impl HttpSession {
         self: &Arc<Self>,
         id: i64,
         body: Vec<u8>,
+        extra: Option<&HeaderMap>,
         context: Option<Arc<dyn RequestContext>>,
         progress: Option<&ProgressWatch>,
     ) -> Result<Box<RawValue>, CallError> {
         let generation = self.generation();
-        let mut resp = self.post(body.clone()).await?;
+        let mut resp = self.post_extra(body.clone(), true, extra).await?;
         if resp.status() == StatusCode::NOT_FOUND && self.has_session() {
             self.reinitialize(generation).await?;
             resp = self.post(body).await?;
@@ -733,6 +799,10 @@ impl HttpSession {
     }
 
     fn send_cancel(self: &Arc<Self>, id: i64, reason: &'static str) {
+        if self.state.read().modern {
+            // Stateless: dropping the response stream was the cancellation.
+            return;
+        }
         let session = self.clone();
         let params = to_raw(&serde_json::json!({ "requestId": id, "reason": reason }));
         self.shared.tracker.spawn(async move {

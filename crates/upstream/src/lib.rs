@@ -46,6 +46,7 @@ mod http;
 mod legacy;
 mod limits;
 mod line;
+mod modern;
 mod peer;
 mod pool;
 mod process;

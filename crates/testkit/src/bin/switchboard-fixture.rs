@@ -3,13 +3,14 @@
 //! ```text
 //! switchboard-fixture [--transport stdio]
 //! switchboard-fixture --transport http --listen 127.0.0.1:PORT
+//! switchboard-fixture ... --era dual|legacy|modern
 //! ```
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchboard_testkit::fixture::Fixture;
+use switchboard_testkit::fixture::{Era, Fixture};
 use switchboard_testkit::serve::{self, HttpOptions, TransportKind};
 use switchboard_testkit::TestkitError;
 
@@ -23,6 +24,10 @@ struct Args {
     /// Loopback address for `--transport http` (Streamable HTTP at /mcp).
     #[arg(long, default_value = "127.0.0.1:8931")]
     listen: SocketAddr,
+    /// Protocol eras to speak: both (default), only `initialize` sessions,
+    /// or only stateless 2026-07-28 requests.
+    #[arg(long, value_enum, default_value = "dual")]
+    era: Era,
 }
 
 fn main() -> ExitCode {
@@ -33,14 +38,15 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), TestkitError> {
     match args.transport {
-        TransportKind::Stdio => serve::serve_stdio(Fixture::new()).await,
+        TransportKind::Stdio => serve::serve_stdio(Fixture::with_era(args.era)).await,
         TransportKind::Http => {
             let options = HttpOptions {
                 listen: args.listen,
                 stateless: false,
                 json_response: false,
             };
-            serve::serve_http(Fixture::new, options).await
+            let era = args.era;
+            serve::serve_http(move || Fixture::with_era(era), options).await
         }
     }
 }
