@@ -8,7 +8,8 @@
 #   CARGO_TARGET_DIR        default ~/.cache/switchboard-target (kept between runs)
 #   SWITCHBOARD_DEPS_DIR    default ~/.cache/switchboard-deps   (see scripts/deps.sh)
 #   SWITCHBOARD_PROFILE     debug (default) or release: which build the e2e tests use
-#   SWITCHBOARD_SKIP        comma list of steps to skip: fmt,clippy,nextest,e2e (local use)
+#   SWITCHBOARD_SKIP        comma list of steps to skip: fmt,clippy,nextest,e2e,fuzz (local use)
+#   SWITCHBOARD_FUZZ_SECONDS  how long each cargo-fuzz target runs (default 30)
 #
 # Only loopback and the package registries are used. Every process the tests
 # start is recorded and killed on exit, whatever happens.
@@ -35,6 +36,9 @@ ln -sfn "run-$RUN_ID" "$RESULTS_BASE/latest"
 # shellcheck disable=SC2012
 ls -1dt "$RESULTS_BASE"/run-* 2>/dev/null | tail -n +6 | xargs -r rm -rf
 export SWITCHBOARD_RESULTS_DIR="$RESULTS"
+# Gateways started by the tests keep their store (keys, pins, audit) here,
+# never in the user's own data directory.
+export XDG_DATA_HOME="$RESULTS/data"
 export E2E_PIDFILE="$RESULTS/e2e.pids"
 : > "$E2E_PIDFILE"
 # Every process started from here on inherits this marker; cleanup reaps any
@@ -162,6 +166,34 @@ PY
   TESTS_PASSED=$((np + pp)); TESTS_FAILED=$((nf + pf))
 }
 
+# Each cargo-fuzz target for SWITCHBOARD_FUZZ_SECONDS, on the stable
+# toolchain: with `--sanitizer none` cargo-fuzz passes rustc only stable flags
+# (sancov through -Cpasses/-Cllvm-args) and no sanitizer runtime is needed.
+# Safe Rust loses little without ASan; panics, hangs and OOMs are what we catch.
+# A crash, a hang (>10 s) or an out-of-memory input fails the step and is
+# written to fuzz/regressions/<target>/, which the protocol and gateway tests
+# replay: commit it with the fix. The working corpus is kept beside the target
+# dir, so coverage accumulates across runs; fuzz/corpus/ holds the seeds, and
+# the saved crash inputs are run first of all.
+run_fuzz() {
+  local secs="${SWITCHBOARD_FUZZ_SECONDS:-30}" t rc=0
+  local flags=(-O --sanitizer none --codegen-units 16 --target-dir "$CARGO_TARGET_DIR/fuzz")
+  export PATH="$SWITCHBOARD_DEPS_DIR/cargo-fuzz/bin:$PATH"
+  (cd fuzz && cargo fuzz build "${flags[@]}") || return 1
+  for t in jsonrpc http; do
+    local work="$CARGO_TARGET_DIR/fuzz-corpus/$t"
+    mkdir -p "$work" "fuzz/regressions/$t"
+    echo "fuzz: $t for ${secs}s"
+    (cd fuzz && cargo fuzz run "${flags[@]}" "$t" "$work" "corpus/$t" "regressions/$t" -- \
+        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        -artifact_prefix="regressions/$t/") > "$RESULTS/fuzz-$t.log" 2>&1 || rc=1
+    grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|Done|==[0-9]+== ERROR|SUMMARY)|panicked|Test unit written' \
+      "$RESULTS/fuzz-$t.log" || true
+    [[ $rc == 0 ]] || tail -n 40 "$RESULTS/fuzz-$t.log"
+  done
+  return $rc
+}
+
 build_bins() {
   if [[ "$PROFILE" == release ]]; then
     cargo build --workspace --bins --release
@@ -176,6 +208,7 @@ step fmt cargo fmt --all -- --check || true
 step clippy cargo clippy --workspace --all-targets -- -D warnings || true
 step build build_bins && build_ok=1
 step nextest run_nextest || true
+step fuzz run_fuzz || true
 if [[ "$SKIP" == *",e2e,"* ]]; then
   step e2e true
 elif [[ $deps_ok == 1 && $build_ok == 1 ]]; then

@@ -229,7 +229,12 @@ def start_gateway(
     proc = pm.start(
         name,
         [switchboard, "serve", "--config", cfg],
-        env={"RUST_LOG": os.environ.get("E2E_RUST_LOG", "info"), **(extra_env or {})},
+        # Each gateway gets its own store (keys, pins, audit) under its workdir.
+        env={
+            "RUST_LOG": os.environ.get("E2E_RUST_LOG", "info"),
+            "XDG_DATA_HOME": str(workdir / f"{name}-data"),
+            **(extra_env or {}),
+        },
         cwd=workdir,
     )
     gw = Gateway(proc=proc, port=port, config=cfg)

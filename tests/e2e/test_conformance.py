@@ -9,11 +9,16 @@ Targets:
   fixture-direct          switchboard-fixture over Streamable HTTP, no gateway
   gateway-fixture-stdio   gateway /mcp, fixture as the only upstream (stdio), prefix = "never"
   gateway-fixture-http    gateway /mcp, fixture as the only upstream (HTTP), prefix = "never"
+  gateway-fixture-modern-http
+                          gateway /mcp, fixture with --era modern (2026-07-28 only) as the
+                          upstream (HTTP): the gateway calls it statelessly, so legacy suites
+                          measure legacy client -> modern upstream translation
 
 Suites:
   v0116-active            conformance 0.1.16, active suite
   v0116-pending           conformance 0.1.16, --suite pending
   v020a12-r20251125       conformance 0.2.0-alpha.12, --requirements 2025-11-25
+  v020a12-r20260728       conformance 0.2.0-alpha.12, --requirements 2026-07-28 (stateless clients)
 
 Results (checks.json per scenario + the CLI's stdout) are kept under
 $SWITCHBOARD_RESULTS_DIR/conformance/<target>.<suite>/.
@@ -33,6 +38,7 @@ from conftest import (
     start_everything_http,
     start_fixture_http,
     start_gateway,
+    start_http_server,
     everything_stdio_command,
     wait_for_tools,
 )
@@ -52,8 +58,12 @@ SUITES: dict[str, tuple[str, list[str]]] = {
         "0.2.0-alpha.12",
         ["--requirements", "2025-11-25", "--timeout", "20000"],
     ),
+    "v020a12-r20260728": (
+        "0.2.0-alpha.12",
+        ["--requirements", "2026-07-28", "--timeout", "20000"],
+    ),
 }
-TARGETS = ["fixture-direct", "gateway-fixture-stdio", "gateway-fixture-http"]
+TARGETS = ["fixture-direct", "gateway-fixture-stdio", "gateway-fixture-http", "gateway-fixture-modern-http"]
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SCENARIO_LINE = re.compile(r"^\s*([✓✗])\s+(\S+?):\s+(\d+) passed, (\d+) failed\s*$")
@@ -124,6 +134,14 @@ def target_url(target: str, env: Env, pm: ProcessManager, switchboard: Path, fix
         up = {"name": "fixture", "command": [str(fixture), "--transport", "stdio"], "prefix": "never"}
     elif target == "gateway-fixture-http":
         up = {"name": "fixture", "url": start_fixture_http(pm, fixture), "prefix": "never"}
+    elif target == "gateway-fixture-modern-http":
+        _, port = start_http_server(
+            pm,
+            "fixture-modern-http",
+            lambda p: [fixture, "--transport", "http", "--listen", f"127.0.0.1:{p}", "--era", "modern"],
+            env={"RUST_LOG": "info"},
+        )
+        up = {"name": "fixture", "url": f"http://127.0.0.1:{port}/mcp", "prefix": "never"}
     else:  # pragma: no cover
         raise ValueError(target)
     gw = start_gateway(pm, switchboard, workdir, [up])

@@ -279,3 +279,134 @@ def test_listen_acknowledges_and_relays_tool_list_changes(gw):
         n = next(frames)
         assert n["method"] == "notifications/tools/list_changed"
         assert n["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 777
+
+
+# --- a stateless upstream (fixture --era modern) behind the gateway ----------
+
+
+@pytest.fixture(scope="module")
+def gw_modern(module_procs, switchboard_bin, fixture_bin, tmp_path_factory):
+    from conftest import start_http_server
+
+    _, port = start_http_server(
+        module_procs,
+        "fixture-modern",
+        lambda p: [fixture_bin, "--transport", "http", "--listen", f"127.0.0.1:{p}", "--era", "modern"],
+        env={"RUST_LOG": "info"},
+    )
+    g = start_gateway(
+        module_procs,
+        switchboard_bin,
+        tmp_path_factory.mktemp("modern-upstream"),
+        [{"name": "fixture", "url": f"http://127.0.0.1:{port}/mcp", "prefix": "never"}],
+        name="gateway-modern-upstream",
+    )
+    wait_for_tools(g.mcp_url, ["test_input_required_result_multi_round"], proc=g.proc)
+    return g
+
+
+def test_modern_client_goes_through_a_modern_upstreams_rounds(gw_modern):
+    """modern -> modern: the InputRequiredResult passes through, the upstream's
+    requestState wrapped in the gateway's sealed one, over three rounds."""
+    tool = "test_input_required_result_multi_round"
+    answers = {"step1": {"action": "accept", "content": {"name": "Alice"}},
+               "step2": {"action": "accept", "content": {"color": "blue"}}}
+    _, b = call(gw_modern.mcp_url, "tools/call", {"name": tool, "arguments": {}})
+    res = b["result"]
+    for _ in range(3):
+        if res["resultType"] != "input_required":
+            break
+        [key] = res["inputRequests"]
+        _, b = call(gw_modern.mcp_url, "tools/call", {
+            "name": tool, "arguments": {}, "inputResponses": {key: answers[key]},
+            "requestState": res["requestState"],
+        })
+        res = b["result"]
+    assert res["resultType"] == "complete", res
+    assert res["content"][0]["text"] == "Alice likes blue"
+
+
+def test_a_modern_upstreams_state_cannot_be_tampered_with_through_the_gateway(gw_modern):
+    _, b = call(gw_modern.mcp_url, "tools/call", {"name": "test_input_required_result_tampered_state", "arguments": {}})
+    state = b["result"]["requestState"]
+    r, b = call(gw_modern.mcp_url, "tools/call", {
+        "name": "test_input_required_result_tampered_state", "arguments": {},
+        "inputResponses": {"confirm": {"action": "accept", "content": {"ok": True}}},
+        "requestState": state[:-2] + ("AA" if not state.endswith("AA") else "BB"),
+    })
+    assert r.status_code == 400 and b["error"]["code"] == -32602, b
+
+
+def test_a_modern_upstreams_question_needs_the_clients_capability(gw_modern):
+    r, b = call(gw_modern.mcp_url, "tools/call",
+                {"name": "test_input_required_result_elicitation", "arguments": {}}, caps={})
+    assert r.status_code == 400 and b["error"]["code"] == -32021, b
+
+
+def test_legacy_sdk_client_answers_a_modern_upstreams_input_requests(gw_modern):
+    """legacy client -> modern upstream: each inputRequest reaches the Python
+    SDK client as a legacy sampling / elicitation request on its stream, and
+    the answers go back upstream as inputResponses."""
+    import anyio
+    from mcp import types
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp_client import REQUEST_TIMEOUT, run_async, text_of
+
+    async def on_elicit(context, params):
+        return types.ElicitResult(action="accept", content={"name": "Alice"})
+
+    async def on_sample(context, params):
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="Paris"), model="m",
+        )
+
+    async def go():
+        async with streamable_http_client(gw_modern.mcp_url) as (read, write):
+            async with ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT,
+                                     elicitation_callback=on_elicit, sampling_callback=on_sample) as s:
+                with anyio.fail_after(REQUEST_TIMEOUT):
+                    await s.initialize()
+                e = await s.call_tool("test_input_required_result_elicitation", {})
+                p = await s.call_tool("test_input_required_result_sampling", {})
+                return text_of(e), text_of(p)
+
+    elicited, sampled = run_async(go, timeout=60)
+    assert elicited == "Hello, Alice!"
+    assert sampled == "Paris"
+
+
+def test_closing_a_stateless_response_stream_cancels_the_call(gw):
+    """On the 2026-07-28 wire, disconnect is cancellation: the gateway cancels
+    the upstream call (the fake upstream counts the cancellations it saw)."""
+    import time
+
+    def cancelled() -> int:
+        _, b = call(gw.mcp_url, "tools/call", {"name": "cancelled_count", "arguments": {}})
+        return int(b["result"]["content"][0]["text"])
+
+    before = cancelled()
+    msg = {
+        "jsonrpc": "2.0", "id": 9001, "method": "tools/call",
+        "params": {
+            "name": "slow", "arguments": {"ms": 20000},
+            "_meta": {
+                "progressToken": "p1",
+                "io.modelcontextprotocol/protocolVersion": VERSION,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    }
+    h = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+         "MCP-Protocol-Version": VERSION, "Mcp-Method": "tools/call", "Mcp-Name": "slow"}
+    req = urllib.request.Request(gw.mcp_url, data=json.dumps(msg).encode(), method="POST", headers=h)
+    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (loopback only)
+        assert r.headers["content-type"].startswith("text/event-stream")
+        first = next(l for l in iter(r.readline, b"") if l.startswith(b"data:"))
+        assert json.loads(first[5:])["method"] == "notifications/progress"
+    # The stream is closed; the cancellation reaches the upstream soon after.
+    for _ in range(50):
+        if cancelled() > before:
+            break
+        time.sleep(0.1)
+    assert cancelled() > before, "closing the stream did not cancel the upstream call"

@@ -73,8 +73,11 @@ pub(crate) enum Command {
         #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
-    /// List the federated tools of a config, or of a running gateway with --url.
+    /// List the federated tools of a config, or of a running gateway with --url;
+    /// `tools approve NAME` approves a changed tool definition.
     Tools {
+        #[command(subcommand)]
+        action: Option<ToolsAction>,
         #[command(flatten)]
         config: ConfigArgs,
         /// MCP endpoint of a running gateway, e.g. http://127.0.0.1:8080/mcp.
@@ -83,6 +86,11 @@ pub(crate) enum Command {
         /// Print the raw JSON tool list.
         #[arg(long)]
         json: bool,
+    },
+    /// Create, list and revoke API keys (stored hashed in the store).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
     },
     /// Call one tool through a running gateway.
     Call {
@@ -102,6 +110,51 @@ pub(crate) enum Command {
     /// Run a bundled demo MCP server over stdio (used by the embedded default config).
     #[command(hide = true)]
     DemoUpstream { kind: DemoKind },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ToolsAction {
+    /// Approve the changed definition of a held tool (see GET /admin/pins).
+    Approve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The tool as `upstream__tool` (federated name) or `upstream/tool`.
+        name: String,
+        /// Approve only if the waiting definition still has this hash.
+        #[arg(long)]
+        hash: Option<String>,
+    },
+    /// List pinned tools and the changes waiting for approval.
+    Pins {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysAction {
+    /// Create a key; it is printed once, as the last line, and stored hashed.
+    Create {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// A unique name for the key, e.g. the client or team it is for.
+        #[arg(long)]
+        name: String,
+        /// Scopes, space- or comma-separated, e.g. 'web__* !web__delete_*' or 'admin'.
+        #[arg(long, default_value = "")]
+        scopes: String,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Revoke a key by name; it stops working within seconds.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArgs,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -18,13 +18,23 @@ pub(crate) async fn run(command: Command) -> Result<ExitCode> {
             stdio,
         } => serve(config, listen, stdio).await,
         Command::Check { config, timeout } => check(config, timeout).await,
-        Command::Tools { config, url, json } => tools(config, url, json).await,
+        Command::Tools {
+            action: Some(action),
+            ..
+        } => crate::governance::tools(action).await,
+        Command::Tools {
+            action: None,
+            config,
+            url,
+            json,
+        } => tools(config, url, json).await,
+        Command::Keys { action } => crate::governance::keys(action).await,
         Command::Call { tool, args, url } => call(&tool, &args, &url).await,
         Command::DemoUpstream { kind } => crate::demo::run(kind).await.map(|()| ExitCode::SUCCESS),
     }
 }
 
-fn load(args: ConfigArgs, overrides: Overrides) -> Result<switchboard_config::Config> {
+pub(crate) fn load(args: ConfigArgs, overrides: Overrides) -> Result<switchboard_config::Config> {
     let source = ConfigSource::discover(args.config);
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -54,7 +64,13 @@ async fn serve(
     } else {
         "http"
     };
-    let gateway = Gateway::start(config)?;
+    let services = if stdio {
+        // One local session: no keys to check, but pins still guard it.
+        crate::governance::services(&config, false).await?
+    } else {
+        crate::governance::services(&config, true).await?
+    };
+    let gateway = Gateway::start_with(config, services)?;
     if stdio {
         gateway
             .serve_stdio(tokio::io::stdin(), tokio::io::stdout())

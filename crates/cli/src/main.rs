@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod commands;
 mod demo;
+mod governance;
 mod logging;
 
 fn main() -> ExitCode {

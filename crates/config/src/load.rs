@@ -474,7 +474,7 @@ fn upstream(
     v: &Validator<'_>,
     i: usize,
     at: usize,
-    u: RawUpstream,
+    mut u: RawUpstream,
 ) -> Result<UpstreamConfig, ConfigError> {
     let name = u.name.get_ref().clone();
     let name_at = u.name.span().start;
@@ -565,7 +565,15 @@ fn upstream(
                     Ok((k.clone(), Secret::new(val)))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let http = HttpConfig { url, headers };
+            let oauth = u
+                .oauth
+                .take()
+                .map(|o| crate::security::upstream_oauth(v, at, &field, o))
+                .transpose()?;
+            if oauth.is_some() && headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+                return Err(v.err(Some(at), field("oauth"), "an upstream gets its Authorization from `oauth` or from `headers`, not both"));
+            }
+            let http = HttpConfig { url, headers, oauth };
             match u.transport.as_ref().map(|t| (t.get_ref().as_str(), t.span().start)) {
                 None | Some(("streamable_http", _)) => TransportConfig::StreamableHttp(http),
                 Some(("sse", _)) => TransportConfig::Sse(http),
@@ -1040,7 +1048,6 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nlimits = {}", &["upstreams[0].limits", "sets no limit"]),
             ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\nlimits = { stack = 1 }", &["unknown field", "stack"]),
             ("[[upstreams]]\nname = \"a\"\nurl = \"http://x:1/mcp\"\nlimits = { cpu_seconds = 5 }", &["upstreams[0].limits", "stdio upstreams"]),
-            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\npool = \"per_session\"\ncache = { ttl = \"5s\", resources = true }", &["upstreams[0].cache", "per_session", "pool = \"shared\""]),
             ("[server.tls]\ncert = \"c.pem\"", &["test.toml", "missing field", "key"]),
             ("[server.tls]\ncert = \"\"\nkey = \"k.pem\"", &["test.toml:2", "server.tls.cert", "is empty"]),
             ("[server.tls]\ncert = \"c.pem\"\nkey = \"${env:MISSING}\"", &["test.toml:3", "server.tls.key", "MISSING is not set"]),
@@ -1057,6 +1064,7 @@ tools = { allow = ["search*"], deny = ["delete_*"] }
             ("[audit]\nspool_max_bytes = \"lots\"", &["test.toml:2", "audit.spool_max_bytes", "not a byte size"]),
             ("[audit]\nspool_max_bytes = 10", &["test.toml:2", "audit.spool_max_bytes", "64 KiB"]),
             ("[audit]\nredact_fields = [\"\"]", &["audit.redact_fields", "empty"]),
+            ("[[upstreams]]\nname = \"a\"\ncommand = [\"x\"]\npool = \"per_session\"\ncache = { ttl = \"5s\", resources = true }", &["upstreams[0].cache", "per_session", "pool = \"shared\""]),
         ];
         for (text, needles) in cases {
             let msg = check(text).unwrap_err().to_string();

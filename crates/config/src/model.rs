@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::security::{AuthConfig, JwtConfig, PinningPolicy, ResourceConfig, SecurityConfig};
+pub use crate::security::{
+    AuthConfig, JwtConfig, PinningPolicy, ResourceConfig, SecurityConfig, UpstreamOAuthConfig,
+};
 
 /// Defaults, in one place so the README's config reference can cite them.
 pub mod defaults {
@@ -296,6 +298,8 @@ pub struct ProcessLimits {
 pub struct HttpConfig {
     pub url: String,
     pub headers: Vec<(String, Secret)>,
+    /// The gateway's own OAuth client for this upstream, if it needs one.
+    pub oauth: Option<UpstreamOAuthConfig>,
 }
 
 /// How an upstream's tool and prompt names are exposed on federated routes.

@@ -88,6 +88,7 @@ pub(crate) struct RawUpstream {
     pub(crate) transport: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) oauth: Option<crate::security::RawUpstreamOAuth>,
     pub(crate) prefix: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) tools: RawFilter,

@@ -44,6 +44,101 @@ pub(crate) struct RawResource {
     pub(crate) scopes_supported: Vec<String>,
 }
 
+/// `oauth = { ... }` of an HTTP upstream, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamOAuth {
+    pub(crate) token_url: Option<String>,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Option<String>,
+    #[serde(default)]
+    pub(crate) scopes: Vec<String>,
+    pub(crate) resource: Option<String>,
+    pub(crate) refresh_token: Option<String>,
+    pub(crate) auth_method: Option<String>,
+}
+
+/// The gateway's own OAuth client registration for one upstream: it gets
+/// tokens for the upstream itself (client credentials, or a refresh token an
+/// operator provisioned). A caller's token is never sent upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamOAuthConfig {
+    /// The token endpoint; `None` discovers it from the upstream URL
+    /// (RFC 9728 protected-resource metadata, then RFC 8414).
+    pub token_url: Option<String>,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub scopes: Vec<String>,
+    /// RFC 8707 resource indicator; by default the one the upstream's
+    /// metadata names.
+    pub resource: Option<String>,
+    /// Use this refresh token instead of the client-credentials grant.
+    pub refresh_token: Option<Secret>,
+    /// `client_secret_post` instead of HTTP Basic at the token endpoint.
+    pub secret_in_body: bool,
+}
+
+pub(crate) fn upstream_oauth(
+    v: &Validator<'_>,
+    at: usize,
+    field: &dyn Fn(&str) -> String,
+    raw: RawUpstreamOAuth,
+) -> Result<UpstreamOAuthConfig, ConfigError> {
+    let url_field = |name: &str, value: Option<String>| -> Result<Option<String>, ConfigError> {
+        match value {
+            None => Ok(None),
+            Some(u) => {
+                let u = v.interp(at, &field(name), &u)?;
+                if u.starts_with("https://") || u.starts_with("http://") {
+                    Ok(Some(u))
+                } else {
+                    Err(v.err(
+                        Some(at),
+                        field(name),
+                        format!("{u:?} is not an http(s) URL"),
+                    ))
+                }
+            }
+        }
+    };
+    let secret = |name: &str, value: Option<String>| -> Result<Option<Secret>, ConfigError> {
+        match value {
+            None => Ok(None),
+            Some(s) if !s.contains("${") => Err(v.err(
+                Some(at),
+                field(name),
+                "secrets are only read from ${env:NAME} or ${file:PATH}, never written in the file",
+            )),
+            Some(s) => Ok(Some(Secret::new(v.interp(at, &field(name), &s)?))),
+        }
+    };
+    if raw.client_id.trim().is_empty() {
+        return Err(v.err(Some(at), field("oauth.client_id"), "must not be empty"));
+    }
+    let secret_in_body = match raw.auth_method.as_deref() {
+        None | Some("basic") => false,
+        Some("post") => true,
+        Some(other) => {
+            return Err(v.err(
+                Some(at),
+                field("oauth.auth_method"),
+                format!(
+                    "{other:?} is not a client authentication method; use \"basic\" or \"post\""
+                ),
+            ))
+        }
+    };
+    Ok(UpstreamOAuthConfig {
+        token_url: url_field("oauth.token_url", raw.token_url)?,
+        client_id: raw.client_id,
+        client_secret: secret("oauth.client_secret", raw.client_secret)?,
+        scopes: raw.scopes,
+        resource: url_field("oauth.resource", raw.resource)?,
+        refresh_token: secret("oauth.refresh_token", raw.refresh_token)?,
+        secret_in_body,
+    })
+}
+
 /// `[security]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -46,6 +46,10 @@ pub(crate) struct Offer {
     /// Compiled `inputSchema` per tool name, when the upstream's arguments
     /// are validated.
     pub(crate) checks: HashMap<String, crate::validate::SchemaCheck>,
+    /// Tools (upstream names) whose definition changed since it was pinned
+    /// and waits for approval: they route, so a call is refused naming the
+    /// reason, but they are not listed.
+    pub(crate) held: std::collections::HashSet<String>,
 }
 
 impl Offer {
@@ -76,6 +80,7 @@ impl Offer {
             instructions: None,
             live: true,
             checks: HashMap::new(),
+            held: Default::default(),
         }
     }
 }
@@ -93,6 +98,11 @@ pub(crate) struct Target {
     pub(crate) read_only: bool,
     /// The tool's compiled `inputSchema`, when arguments are validated.
     pub(crate) check: Option<crate::validate::SchemaCheck>,
+    /// Held by tool pinning: refused until an operator approves it.
+    pub(crate) held: bool,
+    /// The tool's `inputSchema` when it has `x-mcp-header` annotations:
+    /// stateless clients must mirror those arguments in `Mcp-Param-*`.
+    pub(crate) header_schema: Option<Arc<Value>>,
 }
 
 /// A member of a route, as the catalog builder sees it.
@@ -116,6 +126,8 @@ pub(crate) struct Catalog {
     prompt_names: HashMap<(usize, String), String>,
     resources: HashMap<String, usize>,
     templates: Vec<(UriTemplate, usize)>,
+    /// Upstream of each listed template, by its `uriTemplate` text.
+    template_sources: HashMap<String, usize>,
     resource_upstreams: Vec<usize>,
     pub(crate) members: Vec<usize>,
 }
@@ -129,6 +141,7 @@ impl Catalog {
         let mut resources_list = Vec::new();
         let mut templates = Vec::new();
         let mut templates_list = Vec::new();
+        let mut template_sources = HashMap::new();
         for m in members {
             for r in &m.offer.resources {
                 let Some(uri) = r.get("uri").and_then(Value::as_str) else {
@@ -152,6 +165,7 @@ impl Catalog {
                     continue;
                 };
                 templates.push((UriTemplate::parse(tpl), m.index));
+                template_sources.entry(tpl.to_owned()).or_insert(m.index);
                 if m.offer.live {
                     templates_list.push(t.clone());
                 }
@@ -167,6 +181,7 @@ impl Catalog {
             prompt_names,
             resources,
             templates,
+            template_sources,
             resource_upstreams: members
                 .iter()
                 .filter(|m| m.offer.has_resources)
@@ -201,6 +216,14 @@ impl Catalog {
             [only] => Some(*only),
             _ => None,
         }
+    }
+
+    /// The upstream of a listed resource URI or a listed template's text.
+    pub(crate) fn resource_or_template(&self, uri_or_template: &str) -> Option<usize> {
+        self.template_sources
+            .get(uri_or_template)
+            .copied()
+            .or_else(|| self.resource(uri_or_template))
     }
 
     /// The exposed name of an upstream's prompt (used to map completion refs back).
@@ -265,7 +288,8 @@ fn expose<'a>(
                 _ => Map::new(),
             };
             entry.insert("name".into(), Value::String(exposed.clone()));
-            if m.offer.live {
+            let held = what == "tools" && m.offer.held.contains(name);
+            if m.offer.live && !held {
                 list.push(Value::Object(entry));
             }
             reverse.insert((m.index, name.to_owned()), exposed.clone());
@@ -286,6 +310,14 @@ fn expose<'a>(
                     check: (what == "tools")
                         .then(|| m.offer.checks.get(name).cloned())
                         .flatten(),
+                    held,
+                    header_schema: v
+                        .get("inputSchema")
+                        .filter(|s| {
+                            what == "tools"
+                                && !switchboard_protocol::modern::x_mcp_headers(s).is_empty()
+                        })
+                        .map(|s| Arc::new(s.clone())),
                 },
             );
         }
@@ -361,6 +393,7 @@ mod tests {
             instructions: None,
             live: true,
             checks: HashMap::new(),
+            held: Default::default(),
         }
     }
 
@@ -429,12 +462,32 @@ mod tests {
                 safe: false,
                 read_only: false,
                 check: None,
+                held: false,
+                header_schema: None,
             })
         );
         assert_eq!(c.prompt("docs.greet").unwrap().name.as_ref(), "greet");
         assert!(c.prompt("docs.greet").unwrap().safe, "prompts are reads");
         assert_eq!(c.tool("search"), None);
         assert_eq!(c.exposed_prompt(3, "greet"), Some("docs.greet"));
+    }
+
+    #[test]
+    fn a_held_tool_is_not_listed_but_still_routes_marked_held() {
+        let mut a = offer(&["send", "read"], &[], &[]);
+        a.held.insert("send".into());
+        let c = Catalog::build(
+            &[Member {
+                index: 0,
+                name: "mail",
+                prefix: PrefixPolicy::Always,
+                offer: &a,
+            }],
+            "__",
+        );
+        assert_eq!(names(&c.tools_result, "tools"), ["mail__read"]);
+        assert!(c.tool("mail__send").unwrap().held);
+        assert!(!c.tool("mail__read").unwrap().held);
     }
 
     #[test]

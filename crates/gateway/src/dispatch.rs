@@ -18,7 +18,9 @@ use switchboard_telemetry::{CacheName, McpMethod, McpStatus, RejectReason, ToolC
 use tracing::Instrument;
 
 use crate::cache;
+use crate::govern::{self, ListKind};
 use crate::validate;
+use switchboard_auth::Target as Grant;
 use switchboard_upstream::{CallOptions, RequestContext};
 
 use crate::catalog::RouteId;
@@ -86,6 +88,7 @@ pub(crate) async fn handle_request(
     } else {
         tracing::Span::none()
     };
+    let audited = govern::Audited::begin(&method, request.params.as_deref());
     let cancel = session.begin(&id);
     let outcome = async {
         tokio::select! {
@@ -99,6 +102,9 @@ pub(crate) async fn handle_request(
         span.record("otel.status_code", "ERROR");
     }
     session.end(&id);
+    if let Some(a) = audited {
+        a.finish(shared, session, &outcome);
+    }
     let status = if outcome.is_ok() {
         McpStatus::Ok
     } else {
@@ -148,10 +154,16 @@ async fn route(
     match request.method.as_str() {
         "initialize" => initialize(shared, session, request.params.as_deref()),
         "ping" => Ok(switchboard_protocol::empty_object()),
-        "tools/list" => list(request.params.as_deref(), &catalog.tools_result),
-        "prompts/list" => list(request.params.as_deref(), &catalog.prompts_result),
-        "resources/list" => list(request.params.as_deref(), &catalog.resources_result),
-        "resources/templates/list" => list(request.params.as_deref(), &catalog.templates_result),
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
+            let kind = match request.method.as_str() {
+                "tools/list" => ListKind::Tools,
+                "prompts/list" => ListKind::Prompts,
+                "resources/list" => ListKind::Resources,
+                _ => ListKind::Templates,
+            };
+            let visible = govern::visible_list(shared, &catalog, session.identity(), kind);
+            list(request.params.as_deref(), &visible)
+        }
         "logging/setLevel" => {
             let p = params_object(request.params.as_deref())?;
             let level = p.get("level").and_then(Value::as_str).unwrap_or_default();
@@ -181,6 +193,36 @@ async fn route(
                 ErrorObject::invalid_params(format!("unknown {what}: {name}"))
             })?
             .clone();
+            let upstream_name = shared.upstreams[target.upstream].name();
+            let grant = if is_tool {
+                Grant::tool(upstream_name, &target.name)
+            } else {
+                Grant::prompt(upstream_name, &target.name)
+            };
+            govern::authorize(shared, session, grant, name)?;
+            if let Some(identity) = session.identity().filter(|_| is_tool) {
+                if let Err((rule, wait)) = shared.tool_limits.check(&identity.principal(), name) {
+                    shared
+                        .metrics
+                        .record_rejected_request(RejectReason::ToolRateLimited);
+                    return Err(ErrorObject::new(
+                        code::RATE_LIMITED,
+                        format!(
+                            "tool {name} is limited by rule {rule:?}; retry in {}s",
+                            wait.as_secs().max(1)
+                        ),
+                    )
+                    .with_data(json!({ "retryAfterMs": wait.as_millis() as u64 })));
+                }
+            }
+            if target.held {
+                return Err(ErrorObject::invalid_params(format!(
+                    "tool {name} is held: its definition changed since it was pinned; \
+                     an operator must review the change and approve it \
+                     (`switchboard tools approve {name}` or POST /admin/pins/approve)"
+                ))
+                .with_data(json!({ "tool": name, "reason": "definition_changed" })));
+            }
             if is_tool {
                 let empty = Value::Object(Map::new());
                 let args = p.get("arguments").unwrap_or(&empty);
@@ -252,6 +294,12 @@ async fn route(
                 )
                 .with_data(json!({ "uri": uri }))
             })?;
+            govern::authorize(
+                shared,
+                session,
+                Grant::resource(shared.upstreams[upstream].name(), &uri),
+                &uri,
+            )?;
             match request.method.as_str() {
                 "resources/read" => {
                     let cfg = shared.upstreams[upstream].config();
@@ -298,6 +346,12 @@ async fn route(
                     let t = catalog.prompt(name).ok_or_else(|| {
                         ErrorObject::invalid_params(format!("unknown prompt: {name}"))
                     })?;
+                    govern::authorize(
+                        shared,
+                        session,
+                        Grant::prompt(shared.upstreams[t.upstream].name(), &t.name),
+                        name,
+                    )?;
                     (t.upstream, Some(t.name.to_string()))
                 }
                 Some("ref/resource") => {
@@ -421,6 +475,16 @@ fn initialize(shared: &Shared, session: &Session, params: Option<&RawValue>) -> 
         negotiated,
         "session initialized"
     );
+    let info = |k: &str| {
+        client_info
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .chars()
+            .take(128)
+            .collect::<String>()
+    };
+    session.set_client(&info("name"), &info("version"));
     session.initialize(Init {
         protocol_version: negotiated,
         capabilities: p.get("capabilities").cloned().unwrap_or_else(|| json!({})),

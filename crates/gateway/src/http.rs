@@ -60,9 +60,26 @@ pub(crate) fn router(shared: App) -> Router {
         .route("/messages", post(messages_federated))
         .route("/servers/{name}/sse", get(sse_server))
         .route("/servers/{name}/messages", post(messages_server))
+        // Layers run bottom-up: the guard (Host, Origin, per-IP limit)
+        // before authentication.
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            crate::authn::authenticate,
+        ))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), guard));
+    let admin = crate::admin::router(shared.clone())
         .route_layer(middleware::from_fn_with_state(shared.clone(), guard));
     Router::new()
         .merge(mcp)
+        .merge(admin)
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(protected_resource),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(protected_resource),
+        )
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .route("/health", get(health))
@@ -76,6 +93,18 @@ pub(crate) fn router(shared: App) -> Router {
         })
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .with_state(shared)
+}
+
+/// RFC 9728 protected-resource metadata: where MCP clients learn which
+/// authorization server issues tokens for this gateway.
+async fn protected_resource(State(shared): State<App>, headers: HeaderMap) -> Response {
+    let body = shared.auth.metadata(&headers);
+    let mut r = json_response(StatusCode::OK, body.to_string().into_bytes());
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("max-age=300"),
+    );
+    r
 }
 
 /// Counts and times every HTTP request, and refusals by reason. The endpoint
@@ -124,7 +153,11 @@ impl IntoResponse for Refusal {
     }
 }
 
-fn error_response(status: StatusCode, reason: RejectReason, error: ErrorObject) -> Response {
+pub(crate) fn error_response(
+    status: StatusCode,
+    reason: RejectReason,
+    error: ErrorObject,
+) -> Response {
     Refusal::new(status, reason, error).into_response()
 }
 

@@ -18,15 +18,19 @@
 //! - Every per-client structure is bounded: sessions, pending server→client
 //!   requests, stream buffers, retained streams.
 
+mod admin;
+mod authn;
 mod cache;
 mod catalog;
 mod dispatch;
+mod govern;
 mod headers;
 mod http;
 mod limit;
 mod modern;
 mod origin;
 mod outbound;
+mod pin;
 mod protect;
 mod session;
 mod state;
@@ -40,20 +44,34 @@ use std::time::Duration;
 use switchboard_config::Config;
 use tokio::net::TcpListener;
 
+pub use authn::AuthSetupError;
 pub use state::UpstreamReport;
 pub use switchboard_upstream::Status as UpstreamStatus;
 pub use tls::TlsError;
+
+/// What the gateway uses beyond its config: the store (API keys, pins,
+/// sessions, audit) and the audit writer. Both absent in bare library use:
+/// then only anonymous callers (where allowed) are served, pins live in
+/// memory and nothing is audited.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    pub store: Option<Arc<dyn switchboard_store::Store>>,
+    pub audit: Option<switchboard_store::audit::AuditHandle>,
+}
 
 /// Why a gateway cannot start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GatewayError {
+    #[error(transparent)]
+    Auth(#[from] authn::AuthSetupError),
     #[error("upstream {upstream:?}: {source}")]
     Protection {
         upstream: String,
         source: switchboard_resilience::ConfigError,
     },
-    #[error("server.tls: {0}")]
+    /// The message names the file at fault.
+    #[error(transparent)]
     Tls(#[from] TlsError),
 }
 
@@ -71,6 +89,11 @@ impl Gateway {
     /// The TLS certificate and key, when configured, are read and checked
     /// first, so a bad pair stops the start before any upstream is spawned.
     pub fn start(config: Config) -> Result<Self, GatewayError> {
+        Self::start_with(config, Services::default())
+    }
+
+    /// Starts with a store and an audit writer.
+    pub fn start_with(config: Config, services: Services) -> Result<Self, GatewayError> {
         let tls = config
             .server
             .tls
@@ -78,7 +101,7 @@ impl Gateway {
             .map(tls::Certs::load)
             .transpose()?;
         Ok(Self {
-            shared: state::Shared::start(config)?,
+            shared: state::Shared::start(config, services)?,
             tls,
         })
     }
@@ -116,8 +139,10 @@ impl Gateway {
         serde_json::from_str(c.tools_result.get()).unwrap_or_default()
     }
 
-    /// Serves HTTP until `signal` resolves, then drains: open streams close,
-    /// in-flight requests get up to `server.drain_timeout`, upstreams stop.
+    /// Serves HTTP (HTTPS when `[server.tls]` is set, the certificate
+    /// reloaded as its files change) until `signal` resolves, then drains:
+    /// open streams close, in-flight requests get up to
+    /// `server.drain_timeout`, upstreams stop.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -191,6 +216,9 @@ impl Gateway {
     /// Closes every session and stops every upstream (children included).
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
+        if let Some(a) = &self.shared.audit {
+            a.shutdown().await;
+        }
         for s in self.shared.sessions.all() {
             self.shared.sessions.remove(&s.id);
         }

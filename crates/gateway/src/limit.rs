@@ -47,6 +47,79 @@ impl IpLimiter {
     }
 }
 
+/// Token buckets per principal (an authenticated identity), for the
+/// per-identity limit and for each per-tool limit.
+#[derive(Debug)]
+pub(crate) struct PrincipalLimiter {
+    buckets: DefaultKeyedRateLimiter<String>,
+    clock: DefaultClock,
+}
+
+impl PrincipalLimiter {
+    /// `None` when `per_minute` is 0 (limiting off).
+    pub(crate) fn new(per_minute: u32) -> Option<Self> {
+        NonZeroU32::new(per_minute).map(|n| Self {
+            buckets: RateLimiter::keyed(Quota::per_minute(n)),
+            clock: DefaultClock::default(),
+        })
+    }
+
+    /// Takes one token for `principal`, or says how long until the next one.
+    pub(crate) fn check(&self, principal: &str) -> Result<(), Duration> {
+        self.buckets
+            .check_key(&principal.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    pub(crate) fn forget_idle(&self) {
+        self.buckets.retain_recent();
+        self.buckets.shrink_to_fit();
+    }
+}
+
+/// Per-tool limits: calls per minute per principal for tools whose exposed
+/// name matches a glob. Every matching rule takes a token.
+#[derive(Debug)]
+pub(crate) struct ToolLimits {
+    rules: Vec<(String, globset::GlobMatcher, PrincipalLimiter)>,
+}
+
+impl ToolLimits {
+    /// Globs were validated with the config; one that still fails to
+    /// compile is skipped with an error log rather than stopping the gateway.
+    pub(crate) fn new(rules: &[(String, u32)]) -> Self {
+        Self {
+            rules: rules
+                .iter()
+                .filter_map(|(glob, n)| {
+                    let m = globset::Glob::new(glob)
+                        .map_err(|e| tracing::error!(glob, error = %e, "tool rate limit glob"))
+                        .ok()?
+                        .compile_matcher();
+                    Some((glob.clone(), m, PrincipalLimiter::new(*n)?))
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes a token from every rule matching `tool`; on refusal names the
+    /// rule and the wait.
+    pub(crate) fn check(&self, principal: &str, tool: &str) -> Result<(), (&str, Duration)> {
+        for (glob, m, limiter) in &self.rules {
+            if m.is_match(tool) {
+                limiter.check(principal).map_err(|w| (glob.as_str(), w))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn forget_idle(&self) {
+        for (_, _, l) in &self.rules {
+            l.forget_idle();
+        }
+    }
+}
+
 /// The key of an address: IPv4 (also IPv4-mapped IPv6) as is, IPv6 by /64.
 fn bucket(ip: IpAddr) -> IpAddr {
     match ip {
@@ -64,6 +137,26 @@ fn bucket(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn principals_have_separate_budgets() {
+        let l = PrincipalLimiter::new(1).unwrap();
+        assert!(l.check("key:1").is_ok());
+        assert!(l.check("key:1").is_err());
+        assert!(l.check("key:2").is_ok());
+        assert!(PrincipalLimiter::new(0).is_none());
+    }
+
+    #[test]
+    fn a_tool_limit_applies_only_to_matching_tools_and_names_its_rule() {
+        let t = ToolLimits::new(&[("github__create_*".into(), 1)]);
+        assert!(t.check("key:1", "github__create_issue").is_ok());
+        let (rule, wait) = t.check("key:1", "github__create_pr").unwrap_err();
+        assert_eq!(rule, "github__create_*");
+        assert!(wait > Duration::ZERO);
+        assert!(t.check("key:1", "github__list_issues").is_ok());
+        assert!(t.check("key:2", "github__create_pr").is_ok());
+    }
 
     #[test]
     fn a_client_over_its_budget_is_told_when_to_come_back() {

@@ -78,6 +78,12 @@ pub(crate) struct Session {
     pub(crate) attached: AtomicU64,
     /// Keeps the session counted in `active_sessions_total` while it lives.
     gauge: Mutex<Option<switchboard_telemetry::GaugeGuard>>,
+    /// Who opened the session (taken from the request that created it).
+    /// Every later request must come from the same principal: a session id
+    /// is never a credential. `None` on stdio, whose user started the process.
+    identity: Option<Arc<switchboard_auth::Identity>>,
+    /// `clientInfo` name and version from `initialize`, for the audit log.
+    client: OnceLock<(String, String)>,
     /// Built for one stateless (2026-07-28) request rather than negotiated.
     stateless: bool,
 }
@@ -101,6 +107,8 @@ impl Session {
             closed: CancellationToken::new(),
             attached: AtomicU64::new(0),
             gauge: Mutex::new(None),
+            identity: crate::authn::current_caller(),
+            client: OnceLock::new(),
             stateless: false,
         }
     }
@@ -138,6 +146,18 @@ impl Session {
         self.init
             .set(init)
             .map_err(|_| ErrorObject::invalid_request("session is already initialized"))
+    }
+
+    pub(crate) fn identity(&self) -> Option<&Arc<switchboard_auth::Identity>> {
+        self.identity.as_ref()
+    }
+
+    pub(crate) fn set_client(&self, name: &str, version: &str) {
+        let _ = self.client.set((name.to_owned(), version.to_owned()));
+    }
+
+    pub(crate) fn client(&self) -> Option<&(String, String)> {
+        self.client.get()
     }
 
     pub(crate) fn init(&self) -> Option<&Init> {

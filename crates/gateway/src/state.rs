@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_config::{Config, PrefixPolicy, ServerConfig};
+use switchboard_config::{Config, PinningPolicy, PrefixPolicy, ServerConfig};
 use switchboard_protocol::{encode_notification, to_raw, Notification};
 use switchboard_telemetry::{HealingIssue, HealingStatus, Metrics, MetricsConfig};
 use switchboard_upstream::{EventKind, Status, Upstream, UpstreamEvent};
@@ -83,10 +83,24 @@ pub(crate) struct Shared {
     was_down: Mutex<Vec<bool>>,
     /// Per upstream: how often it came back after being down.
     restarts: Vec<std::sync::atomic::AtomicU64>,
-    /// Per upstream: session-process restarts already counted in metrics.
-    session_restarts: Vec<std::sync::atomic::AtomicU64>,
     /// The stateless (2026-07-28) face: `requestState` sealing, parked calls.
     pub(crate) modern: crate::modern::Modern,
+    /// Pinned tool definitions and changes waiting for approval.
+    pub(crate) pins: crate::pin::PinBook,
+    pub(crate) pinning: PinningPolicy,
+    /// Who may call: credentials to identities.
+    pub(crate) auth: crate::authn::Authenticator,
+    /// The store (keys, pins, audit, sessions); `None` in bare library use.
+    pub(crate) store: Option<Arc<dyn switchboard_store::Store>>,
+    pub(crate) audit: Option<switchboard_store::audit::AuditHandle>,
+    /// What of a call's arguments the audit log keeps.
+    pub(crate) audit_arguments: switchboard_store::redact::ArgumentPolicy,
+    pub(crate) identity_limiter: Option<crate::limit::PrincipalLimiter>,
+    pub(crate) tool_limits: crate::limit::ToolLimits,
+    /// List results filtered per scope set.
+    pub(crate) lists: crate::govern::ListCache,
+    /// Per upstream: session-process restarts already counted in metrics.
+    session_restarts: Vec<std::sync::atomic::AtomicU64>,
 }
 
 const EVENT_QUEUE: usize = 1024;
@@ -95,7 +109,11 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Shared {
     /// Starts every upstream and the tasks that keep the catalog current.
-    pub(crate) fn start(config: Config) -> Result<Arc<Self>, crate::GatewayError> {
+    pub(crate) fn start(
+        config: Config,
+        services: crate::Services,
+    ) -> Result<Arc<Self>, crate::GatewayError> {
+        let auth = crate::authn::Authenticator::new(&config.auth, &config.server)?;
         let protection = config
             .upstreams
             .iter()
@@ -111,6 +129,14 @@ impl Shared {
         let limiter = crate::limit::IpLimiter::new(
             config.server.rate_limit_per_minute,
             config.server.rate_limit_loopback,
+        );
+        let pinning = config.security.pinning;
+        let identity_limiter =
+            crate::limit::PrincipalLimiter::new(config.auth.rate_limit_per_minute);
+        let tool_limits = crate::limit::ToolLimits::new(&config.security.tool_rate_limits);
+        let audit_arguments = switchboard_store::redact::ArgumentPolicy::new(
+            config.audit.record_arguments,
+            &config.audit.redact_fields,
         );
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let upstreams: Vec<Upstream> = config
@@ -148,19 +174,35 @@ impl Shared {
             restarts: (0..n)
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect(),
-            session_restarts: (0..n)
-                .map(|_| std::sync::atomic::AtomicU64::new(0))
-                .collect(),
             modern: crate::modern::Modern::new(
                 request_state_key.as_ref().map(|k| k.expose().as_bytes()),
             ),
+            pins: crate::pin::PinBook::default(),
+            pinning,
+            auth,
+            store: services.store,
+            audit: services.audit,
+            audit_arguments,
+            identity_limiter,
+            tool_limits,
+            lists: crate::govern::list_cache(),
+            session_restarts: (0..n)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
         });
         shared.publish(&[]);
-        for i in 0..n {
-            shared.tasks.spawn(discovery_loop(shared.clone(), i));
-        }
+        // Pins are loaded before the first discovery, so that a definition
+        // changed while the gateway was down is caught.
+        let starter = shared.clone();
+        shared.tasks.spawn(async move {
+            starter.load_pins().await;
+            for i in 0..n {
+                starter.tasks.spawn(discovery_loop(starter.clone(), i));
+            }
+        });
         shared.tasks.spawn(event_loop(shared.clone(), rx));
         shared.tasks.spawn(reaper(shared.clone()));
+        shared.tasks.spawn(governance(shared.clone()));
         Ok(shared)
     }
 
@@ -365,6 +407,7 @@ impl Shared {
                         })
                         .collect();
                 }
+                offer.held = self.check_pins(upstream.name(), &offer.tools).await;
                 offer.instructions = info.instructions.clone();
                 tracing::info!(
                     upstream = upstream.name(),
@@ -391,6 +434,69 @@ impl Shared {
         }
         self.publish(&[i]);
         self.discovery_done.notify_waiters();
+    }
+
+    /// Checks every tool definition of an upstream against its pin; returns
+    /// the tools to hold (changed, under the `block` policy).
+    async fn check_pins(
+        &self,
+        upstream: &str,
+        tools: &[Value],
+    ) -> std::collections::HashSet<String> {
+        use crate::pin::Verdict;
+        let mut held = std::collections::HashSet::new();
+        if self.pinning == PinningPolicy::Off {
+            return held;
+        }
+        for tool in tools {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let key = crate::pin::key(upstream, name);
+            let mut verdict = self.pins.check(&key, tool);
+            if let Verdict::FirstSeen(pin) = verdict {
+                if !self.persist_pin(&key, pin).await {
+                    continue;
+                }
+                // Another replica's pin won: check against it.
+                verdict = self.pins.check(&key, tool);
+            }
+            match verdict {
+                Verdict::Trusted | Verdict::FirstSeen(_) => {}
+                Verdict::Changed {
+                    pending,
+                    changes,
+                    new,
+                } => {
+                    if new {
+                        let fields: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+                        tracing::warn!(
+                            upstream,
+                            tool = name,
+                            changed = ?fields,
+                            policy = ?self.pinning,
+                            "tool definition changed since it was pinned"
+                        );
+                        self.metrics.record_tool_definition_change(upstream);
+                        self.persist_pending(&key, pending).await;
+                    }
+                    if self.pinning == PinningPolicy::Block {
+                        held.insert(name.to_owned());
+                    }
+                }
+            }
+        }
+        if self.pinning == PinningPolicy::Block {
+            self.metrics.set_tools_held(self.pins.pending().len());
+        }
+        held
+    }
+
+    /// Re-discovers every upstream (after a pin approval, a reload).
+    pub(crate) fn rediscover_all(&self) {
+        for n in &self.rediscover {
+            n.notify_one();
+        }
     }
 
     fn on_event(&self, event: UpstreamEvent) {
@@ -794,6 +900,30 @@ async fn reaper(shared: Arc<Shared>) {
     }
 }
 
+/// How often approvals made elsewhere are picked up and the audit backlog
+/// is published.
+const GOVERNANCE_PERIOD: Duration = Duration::from_secs(5);
+
+async fn governance(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(GOVERNANCE_PERIOD) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        shared.sync_pins().await;
+        if let Some(a) = &shared.audit {
+            shared
+                .metrics
+                .set_audit_backlog(a.pending(), a.spool_bytes());
+            shared.metrics.set_audit_dropped(a.dropped());
+        }
+        if let Some(l) = &shared.identity_limiter {
+            l.forget_idle();
+        }
+        shared.tool_limits.forget_idle();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -805,7 +935,11 @@ mod tests {
 
     #[tokio::test]
     async fn resetting_a_breaker_closes_it_and_unknown_names_are_refused() {
-        let shared = Shared::start(switchboard_config::parse(CONFIG, "t").unwrap()).unwrap();
+        let shared = Shared::start(
+            switchboard_config::parse(CONFIG, "t").unwrap(),
+            crate::Services::default(),
+        )
+        .unwrap();
         for _ in 0..2 {
             shared.protection[0]
                 .breaker

@@ -47,11 +47,13 @@ const ACCEPTED_QUEUE: usize = 64;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
-    #[error("cannot read TLS {what} file {path}: {source}")]
+    /// The cause is in the message, not a `source`, so a `{:#}` chain does
+    /// not print it twice.
+    #[error("cannot read TLS {what} file {path}: {cause}")]
     Read {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("TLS {what} file {path} is larger than {MAX_PEM_BYTES} bytes; is it the right file?")]
     TooLarge { what: &'static str, path: PathBuf },
@@ -211,10 +213,10 @@ impl ResolvesServerCert for Certs {
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    let read_err = |source| TlsError::Read {
+    let read_err = |cause| TlsError::Read {
         what,
         path: path.to_owned(),
-        source,
+        cause,
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
     let mut bytes = Vec::new();
@@ -331,9 +333,16 @@ impl TlsListener {
                 let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
+                let stop = shutdown.clone();
                 spawner.spawn(async move {
                     let _permit = permit;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let outcome = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        outcome = handshake => outcome,
+                    };
+                    match outcome {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }

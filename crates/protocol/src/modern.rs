@@ -280,6 +280,36 @@ pub fn check_headers<'a>(
     Ok(())
 }
 
+/// The `x-mcp-header` annotations of a tool's `inputSchema`: (property,
+/// header name) pairs, for the `Mcp-Param-{Name}` headers a call must carry.
+pub fn x_mcp_headers(schema: &Value) -> Vec<(String, String)> {
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|props| {
+            props
+                .iter()
+                .filter_map(|(prop, def)| {
+                    let name = def.get("x-mcp-header")?.as_str()?;
+                    Some((prop.clone(), name.to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The text an `Mcp-Param-*` header carries for an argument: strings as they
+/// are, numbers and booleans in JSON form; `None` for null and structures,
+/// which are never mirrored.
+pub fn param_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
 /// Checks `Mcp-Param-{Name}` for each argument annotated with `x-mcp-header`:
 /// a present, non-null argument needs a header that stands for it.
 fn check_param_headers<'a>(
@@ -287,16 +317,10 @@ fn check_param_headers<'a>(
     params: &Map<String, Value>,
     schema: &Value,
 ) -> Result<(), ErrorObject> {
-    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
-        return Ok(());
-    };
     let args = params.get("arguments").and_then(Value::as_object);
-    for (prop, def) in properties {
-        let Some(name) = def.get("x-mcp-header").and_then(Value::as_str) else {
-            continue;
-        };
+    for (prop, name) in x_mcp_headers(schema) {
         let key = format!("{HEADER_PARAM_PREFIX}{}", name.to_ascii_lowercase());
-        let value = args.and_then(|a| a.get(prop)).filter(|v| !v.is_null());
+        let value = args.and_then(|a| a.get(&prop)).filter(|v| !v.is_null());
         match (header(&key), value) {
             (None, None) => {}
             (None, Some(_)) => {
@@ -667,6 +691,21 @@ mod tests {
                 "{headers:?} {params}"
             );
         }
+    }
+
+    #[test]
+    fn annotations_and_header_texts() {
+        let schema = json!({"properties": {"a": {"x-mcp-header": "A"}, "b": {"type": "string"}}});
+        assert_eq!(
+            x_mcp_headers(&schema),
+            vec![("a".to_owned(), "A".to_owned())]
+        );
+        assert!(x_mcp_headers(&json!({})).is_empty());
+        assert_eq!(param_text(&json!(3)).as_deref(), Some("3"));
+        assert_eq!(param_text(&json!(false)).as_deref(), Some("false"));
+        assert_eq!(param_text(&json!("x")).as_deref(), Some("x"));
+        assert_eq!(param_text(&json!(null)), None);
+        assert_eq!(param_text(&json!([1])), None);
     }
 
     #[test]

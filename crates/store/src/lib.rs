@@ -28,11 +28,13 @@ mod settings;
 mod sql;
 mod sqlite;
 mod store;
+mod time;
 
 pub use error::StoreError;
 pub use model::*;
 pub use settings::{StoreSettings, SQLITE_FILE};
 pub use store::Store;
+pub use time::parse_time;
 
 use std::sync::Arc;
 

@@ -96,6 +96,11 @@ struct Inner {
     cache_hits: Family<CacheLabels, Counter>,
     cache_misses: Family<CacheLabels, Counter>,
     rejected_requests: Family<RejectLabels, Counter>,
+    tool_definition_changes: Family<UpstreamLabels, Counter>,
+    tools_held: Gauge,
+    audit_pending: Gauge,
+    audit_spool_bytes: Gauge,
+    audit_dropped: Counter,
 
     upstreams: BoundedLabels,
     components: BoundedLabels,
@@ -343,6 +348,37 @@ impl Metrics {
             rejected_requests.clone(),
         );
 
+        let tool_definition_changes = Family::default();
+        registry.register(
+            counter_family(name::TOOL_DEFINITION_CHANGES_TOTAL),
+            "Tool definitions seen that differ from their pin, by upstream",
+            tool_definition_changes.clone(),
+        );
+        let tools_held = Gauge::default();
+        registry.register(
+            name::TOOLS_HELD,
+            "Tools hidden until an operator approves their changed definition",
+            tools_held.clone(),
+        );
+        let audit_pending = Gauge::default();
+        registry.register(
+            name::AUDIT_PENDING_RECORDS,
+            "Audit records accepted but not yet written to the store",
+            audit_pending.clone(),
+        );
+        let audit_spool_bytes = Gauge::default();
+        registry.register(
+            name::AUDIT_SPOOL_BYTES,
+            "Bytes of audit records waiting in the on-disk spool",
+            audit_spool_bytes.clone(),
+        );
+        let audit_dropped = Counter::default();
+        registry.register(
+            counter_family(name::AUDIT_DROPPED_TOTAL),
+            "Audit records lost because the on-disk spool was full",
+            audit_dropped.clone(),
+        );
+
         Self {
             inner: Arc::new(Inner {
                 upstreams: BoundedLabels::new(config.max_upstreams),
@@ -370,6 +406,11 @@ impl Metrics {
                 cache_hits,
                 cache_misses,
                 rejected_requests,
+                tool_definition_changes,
+                tools_held,
+                audit_pending,
+                audit_spool_bytes,
+                audit_dropped,
             }),
         }
     }
@@ -595,6 +636,41 @@ impl Metrics {
                 reason: reason.as_str(),
             })
             .inc();
+    }
+
+    /// Records one tool definition that differs from its pin.
+    pub fn record_tool_definition_change(&self, upstream: &str) {
+        let upstream = self.inner.upstreams.admit(upstream);
+        self.inner
+            .tool_definition_changes
+            .get_or_create(&UpstreamLabels { upstream })
+            .inc();
+    }
+
+    /// Sets how many tools are held for approval.
+    pub fn set_tools_held(&self, held: usize) {
+        self.inner
+            .tools_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// Sets how far the audit log is behind: records not yet stored, and the
+    /// bytes of them waiting on disk.
+    pub fn set_audit_backlog(&self, pending: u64, spool_bytes: u64) {
+        self.inner
+            .audit_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.inner
+            .audit_spool_bytes
+            .set(i64::try_from(spool_bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the total of audit records lost so far (the writer counts them).
+    pub fn set_audit_dropped(&self, total: u64) {
+        let now = self.inner.audit_dropped.get();
+        if total > now {
+            self.inner.audit_dropped.inc_by(total - now);
+        }
     }
 
     /// Drops an upstream's state gauges (`upstream_up`, `upstream_health_score`) after a

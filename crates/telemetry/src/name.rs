@@ -46,6 +46,17 @@ pub const CACHE_MISSES_TOTAL: &str = "cache_misses_total";
 /// Counter `{reason}`: downstream requests refused before dispatch.
 pub const REJECTED_REQUESTS_TOTAL: &str = "rejected_requests_total";
 
+/// Counter `{upstream}`: tool definitions seen that differ from their pin.
+pub const TOOL_DEFINITION_CHANGES_TOTAL: &str = "tool_definition_changes_total";
+/// Gauge: tools hidden until an operator approves their changed definition.
+pub const TOOLS_HELD: &str = "tools_held";
+/// Gauge: audit records accepted but not yet in the store (memory and spool).
+pub const AUDIT_PENDING_RECORDS: &str = "audit_pending_records";
+/// Gauge: bytes of audit records waiting in the on-disk spool.
+pub const AUDIT_SPOOL_BYTES: &str = "audit_spool_bytes";
+/// Counter: audit records lost because the spool was full.
+pub const AUDIT_DROPPED_TOTAL: &str = "audit_dropped_total";
+
 /// Every metric name, for tests and tooling that check the exposition covers them all.
 pub const ALL: &[&str] = &[
     HTTP_REQUESTS_TOTAL,
@@ -67,6 +78,11 @@ pub const ALL: &[&str] = &[
     CACHE_HITS_TOTAL,
     CACHE_MISSES_TOTAL,
     REJECTED_REQUESTS_TOTAL,
+    TOOL_DEFINITION_CHANGES_TOTAL,
+    TOOLS_HELD,
+    AUDIT_PENDING_RECORDS,
+    AUDIT_SPOOL_BYTES,
+    AUDIT_DROPPED_TOTAL,
 ];
 
 /// Histogram bucket upper bounds in seconds, shared by every latency histogram.

@@ -180,7 +180,7 @@ async fn tools_resources_prompts_and_pagination() {
     assert_eq!(first.tools.len(), 5);
     assert_eq!(first.next_cursor.as_deref(), Some("5"));
     let all = client.list_all_tools().await.unwrap();
-    assert_eq!(all.len(), 18 + 3);
+    assert_eq!(all.len(), 20 + 3);
     assert_eq!(all.last().unwrap().name, "tool_2");
     let bad = client
         .list_tools(Some(

@@ -55,6 +55,9 @@ pub(crate) struct HttpSession {
     url: reqwest::Url,
     /// Configured headers (credentials), sent on every request.
     headers: HeaderMap,
+    /// The gateway's own OAuth client for this upstream: a token added to
+    /// every request and renewed before it expires, or after a 401.
+    oauth: Option<switchboard_auth::UpstreamAuth>,
     connect_timeout: Duration,
     state: parking_lot::RwLock<SessionState>,
     /// Serialises re-initialisation after a 404.
@@ -77,6 +80,8 @@ struct SessionState {
     /// The upstream speaks only the stateless revision: every request is
     /// self-contained, there is no session, GET stream or cancel message.
     modern: bool,
+    /// Stateless only: tools whose arguments go in `Mcp-Param-*` headers.
+    param_headers: crate::modern::ParamHeaders,
 }
 
 /// Builds the client every HTTP transport uses: pooled keep-alive, bounded
@@ -117,6 +122,47 @@ pub(crate) fn build_headers(cfg: &HttpConfig) -> Result<HeaderMap, String> {
     Ok(map)
 }
 
+/// The OAuth client of an upstream, from its config.
+fn oauth_credential(
+    upstream: &str,
+    url: &str,
+    o: &switchboard_config::UpstreamOAuthConfig,
+) -> Result<switchboard_auth::UpstreamAuth, String> {
+    use switchboard_auth::upstream::{
+        ClientAuthMethod, ClientCredentials, Grant, OAuthClientSettings, TokenEndpoint,
+        UpstreamCredential,
+    };
+    let parse =
+        |u: &str| reqwest::Url::parse(u).map_err(|e| format!("invalid oauth url {u:?}: {e}"));
+    let token_endpoint = match &o.token_url {
+        Some(t) => TokenEndpoint::Url(parse(t)?),
+        None => TokenEndpoint::Discover {
+            resource_url: parse(url)?,
+        },
+    };
+    let settings = OAuthClientSettings {
+        token_endpoint,
+        client: ClientCredentials {
+            client_id: o.client_id.clone(),
+            client_secret: o.client_secret.clone(),
+            method: if o.secret_in_body {
+                ClientAuthMethod::ClientSecretPost
+            } else {
+                ClientAuthMethod::ClientSecretBasic
+            },
+        },
+        scopes: o.scopes.clone(),
+        resource: o.resource.clone(),
+        grant: match &o.refresh_token {
+            Some(t) => Grant::RefreshToken(t.clone()),
+            None => Grant::ClientCredentials,
+        },
+        timing: Default::default(),
+    };
+    switchboard_auth::UpstreamAuth::new(upstream, UpstreamCredential::OAuthClient(settings))
+        .map_err(|e| format!("oauth: {e}"))
+}
+
 /// Describes a reqwest error with its causes, without the URL (which may
 /// carry a token in its query).
 pub(crate) fn describe(e: &reqwest::Error) -> String {
@@ -147,6 +193,11 @@ pub(crate) async fn connect(
         client: build_client(connect_timeout)?,
         url,
         headers: build_headers(cfg)?,
+        oauth: cfg
+            .oauth
+            .as_ref()
+            .map(|o| oauth_credential(&shared.name, &cfg.url, o))
+            .transpose()?,
         connect_timeout,
         state: parking_lot::RwLock::new(SessionState::default()),
         reinit: tokio::sync::Mutex::new(()),
@@ -188,7 +239,11 @@ impl HttpSession {
                     error,
                 });
             }
-            let p = crate::modern::prepare(method, params.as_deref());
+            let p = crate::modern::prepare_with(
+                method,
+                params.as_deref(),
+                &self.state.read().param_headers,
+            );
             let body = encode_request(&RequestId::Number(id), &p.method, Some(&p.params));
             (body, Some(p.headers))
         } else {
@@ -212,6 +267,12 @@ impl HttpSession {
         match deadline::race(exchange, &options.cancel, budget, notify).await {
             Ok(r) => {
                 guard.reason = None;
+                if let (Ok(result), "tools/list") = (&r, method) {
+                    let mut st = self.state.write();
+                    if st.modern {
+                        st.param_headers.learn(result);
+                    }
+                }
                 r
             }
             Err(Stop::Cancelled) => {
@@ -412,6 +473,25 @@ impl HttpSession {
         self.post_with(body, true).await
     }
 
+    /// The configured headers plus, with an OAuth client, a current token.
+    async fn credentials(&self) -> Result<HeaderMap, CallError> {
+        let mut headers = self.headers.clone();
+        if let Some(auth) = &self.oauth {
+            match auth.authorization_header(None).await {
+                Ok(Some(v)) => {
+                    headers.insert(http::header::AUTHORIZATION, v);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(self
+                        .shared
+                        .unavailable(format!("cannot get this upstream's access token: {e}")))
+                }
+            }
+        }
+        Ok(headers)
+    }
+
     async fn post_with(
         &self,
         body: Vec<u8>,
@@ -427,10 +507,30 @@ impl HttpSession {
         with_session: bool,
         extra: Option<&HeaderMap>,
     ) -> Result<reqwest::Response, CallError> {
+        let resp = self.post_once(body.clone(), with_session, extra).await?;
+        // A token the upstream refuses is dropped and the request sent once
+        // more with a fresh one (revoked or rotated early by the server).
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            if let Some(auth) = &self.oauth {
+                if let Ok(Some(sent)) = auth.authorization_header(None).await {
+                    auth.reject(&sent, None).await;
+                    return self.post_once(body, with_session, extra).await;
+                }
+            }
+        }
+        Ok(resp)
+    }
+
+    async fn post_once(
+        &self,
+        body: Vec<u8>,
+        with_session: bool,
+        extra: Option<&HeaderMap>,
+    ) -> Result<reqwest::Response, CallError> {
         let mut req = self
             .client
             .post(self.url.clone())
-            .headers(self.headers.clone())
+            .headers(self.credentials().await?)
             .header(ACCEPT, "application/json, text/event-stream")
             .header(CONTENT_TYPE, "application/json");
         // W3C trace context of the current span (the gateway's upstream-call
@@ -485,6 +585,21 @@ impl HttpSession {
         progress: Option<&ProgressWatch>,
     ) -> Result<Box<RawValue>, CallError> {
         let status = resp.status();
+        if status.is_client_error() && self.state.read().modern {
+            // The stateless revision answers -32020/-32021/-32022 and
+            // unknown methods with 4xx and a JSON-RPC error: the server's
+            // own answer, to pass on as such.
+            let body = read_bounded(&self.shared, resp).await?;
+            return match decode_message(&body) {
+                Ok(Message::Response(r)) if r.id == RequestId::Number(id) => {
+                    self.payload(r.payload)
+                }
+                _ => Err(self.shared.protocol(format!(
+                    "http status {status}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_CHARS)])
+                ))),
+            };
+        }
         if status != StatusCode::OK {
             return Err(self.status_error(resp).await);
         }
@@ -691,7 +806,7 @@ impl HttpSession {
         let mut req = self
             .client
             .get(self.url.clone())
-            .headers(self.headers.clone())
+            .headers(self.credentials().await?)
             .header(ACCEPT, "text/event-stream");
         {
             let st = self.state.read();

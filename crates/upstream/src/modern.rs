@@ -78,7 +78,58 @@ pub(crate) struct Prepared {
     pub(crate) headers: HeaderMap,
 }
 
+/// Tools of one upstream whose arguments must be mirrored in `Mcp-Param-*`
+/// headers, learned from its `tools/list` pages: tool → (property, header).
+#[derive(Debug, Default)]
+pub(crate) struct ParamHeaders {
+    tools: std::collections::HashMap<String, Vec<(String, String)>>,
+}
+
+/// Annotated tools remembered per upstream at most.
+const MAX_ANNOTATED_TOOLS: usize = 10_000;
+
+impl ParamHeaders {
+    /// Reads the `x-mcp-header` annotations of a `tools/list` page.
+    pub(crate) fn learn(&mut self, result: &RawValue) {
+        let Ok(v) = serde_json::from_str::<Value>(result.get()) else {
+            return;
+        };
+        for tool in v
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let (Some(name), Some(schema)) = (
+                tool.get("name").and_then(Value::as_str),
+                tool.get("inputSchema"),
+            ) else {
+                continue;
+            };
+            let pairs = wire::x_mcp_headers(schema);
+            if pairs.is_empty() {
+                self.tools.remove(name);
+            } else if self.tools.len() < MAX_ANNOTATED_TOOLS || self.tools.contains_key(name) {
+                self.tools.insert(name.to_owned(), pairs);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, tool: &str) -> Option<&[(String, String)]> {
+        self.tools.get(tool).map(Vec::as_slice)
+    }
+}
+
 pub(crate) fn prepare(method: &str, params: Option<&RawValue>) -> Prepared {
+    prepare_with(method, params, &ParamHeaders::default())
+}
+
+/// [`prepare`], adding the `Mcp-Param-*` headers of annotated tools.
+pub(crate) fn prepare_with(
+    method: &str,
+    params: Option<&RawValue>,
+    annotated: &ParamHeaders,
+) -> Prepared {
     let method = if method == "ping" {
         "server/discover"
     } else {
@@ -94,11 +145,30 @@ pub(crate) fn prepare(method: &str, params: Option<&RawValue>) -> Prepared {
         headers.insert(HeaderName::from_static(wire::HEADER_METHOD), v);
     }
     if let Some(field) = wire::name_field(method) {
-        let name = serde_json::from_str::<Value>(params.get())
-            .ok()
-            .and_then(|p| p.get(field).and_then(Value::as_str).map(str::to_owned));
-        if let Some(v) = name.as_deref().and_then(header_value) {
+        let body = serde_json::from_str::<Value>(params.get()).unwrap_or(Value::Null);
+        let name = body.get(field).and_then(Value::as_str);
+        if let Some(v) = name.and_then(header_value) {
             headers.insert(HeaderName::from_static(wire::HEADER_NAME), v);
+        }
+        let pairs = (method == "tools/call")
+            .then_some(name)
+            .flatten()
+            .and_then(|n| annotated.get(n));
+        for (prop, header) in pairs.into_iter().flatten() {
+            let text = body
+                .get("arguments")
+                .and_then(|a| a.get(prop))
+                .and_then(wire::param_text);
+            let key = format!(
+                "{}{}",
+                wire::HEADER_PARAM_PREFIX,
+                header.to_ascii_lowercase()
+            );
+            if let (Some(text), Ok(key)) = (text, HeaderName::try_from(key)) {
+                if let Some(v) = header_value(&text) {
+                    headers.insert(key, v);
+                }
+            }
         }
     }
     Prepared {
@@ -204,6 +274,38 @@ mod tests {
         let p = prepare("ping", None);
         assert_eq!(p.method, "server/discover");
         assert!(p.headers.get("mcp-name").is_none());
+    }
+
+    #[test]
+    fn annotated_arguments_are_mirrored_in_param_headers() {
+        let mut known = ParamHeaders::default();
+        known.learn(&raw(json!({"tools": [
+            {"name": "t", "inputSchema": {"properties": {
+                "region": {"type": "string", "x-mcp-header": "Region"},
+                "n": {"type": "integer", "x-mcp-header": "N"},
+                "q": {"type": "string"},
+            }}},
+            {"name": "plain", "inputSchema": {"properties": {"q": {"type": "string"}}}},
+        ]})));
+        let p = prepare_with(
+            "tools/call",
+            Some(&raw(
+                json!({"name": "t", "arguments": {"region": " eu", "n": 3, "q": "x"}}),
+            )),
+            &known,
+        );
+        assert_eq!(p.headers["mcp-param-n"], "3");
+        let region = p.headers["mcp-param-region"].to_str().unwrap();
+        assert_eq!(
+            switchboard_protocol::modern::decode_header_value(region.as_bytes()).as_deref(),
+            Ok(" eu")
+        );
+        assert!(p.headers.get("mcp-param-q").is_none());
+        let p = prepare_with("tools/call", Some(&raw(json!({"name": "plain"}))), &known);
+        assert!(!p
+            .headers
+            .keys()
+            .any(|k| k.as_str().starts_with("mcp-param-")));
     }
 
     #[test]

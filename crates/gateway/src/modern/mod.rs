@@ -250,7 +250,22 @@ pub(crate) async fn post(
         );
     }
     let lookup = |name: &str| headers.get(name).map(|v| v.as_bytes());
-    if let Err(e) = wire::check_headers(lookup, method, &params, meta_version, None) {
+    let header_schema = (method == "tools/call")
+        .then(|| params.get("name").and_then(Value::as_str))
+        .flatten()
+        .and_then(|name| {
+            shared
+                .catalog(route)
+                .tool(name)
+                .and_then(|t| t.header_schema.clone())
+        });
+    if let Err(e) = wire::check_headers(
+        lookup,
+        method,
+        &params,
+        meta_version,
+        header_schema.as_deref(),
+    ) {
         return reply(StatusCode::BAD_REQUEST, Some(&id), &e);
     }
     let target = wire::name_field(method)
@@ -325,7 +340,9 @@ fn cache_hint(shared: &Shared, route: RouteId, method: &str, target: &str) -> Ca
 /// Removes what only the stateless wire understands before the request goes
 /// to an upstream through dispatch.
 fn legacy_params(mut params: Map<String, Value>) -> Map<String, Value> {
-    params.remove("inputResponses");
+    // `requestState` is always the gateway's own (sealed); `inputResponses`
+    // stay, since a stateless upstream may take answers without any state
+    // (a legacy upstream ignores the field).
     params.remove("requestState");
     if let Some(Value::Object(meta)) = params.get_mut("_meta") {
         // The client's capabilities stay: a stateless upstream then asks only
@@ -395,9 +412,6 @@ async fn resume(call: Call, route: RouteId, params: Map<String, Value>) -> Respo
     if let Some(inner) = state.upstream {
         // A stateless upstream's own state: any replica can continue it.
         let mut p = legacy_params(params.clone());
-        if let Some(r) = params.get("inputResponses") {
-            p.insert("inputResponses".into(), r.clone());
-        }
         if !inner.is_empty() {
             p.insert("requestState".into(), Value::String(inner));
         }
@@ -871,7 +885,10 @@ mod tests {
         });
         let Value::Object(p) = p else { unreachable!() };
         let out = Value::Object(legacy_params(p));
-        assert_eq!(out, json!({"name": "t", "_meta": {"progressToken": 3}}));
+        assert_eq!(
+            out,
+            json!({"name": "t", "inputResponses": {}, "_meta": {"progressToken": 3}})
+        );
         let p = json!({"_meta": {"io.modelcontextprotocol/clientCapabilities": {}}});
         let Value::Object(p) = p else { unreachable!() };
         assert_eq!(Value::Object(legacy_params(p.clone())), Value::Object(p));

@@ -88,3 +88,69 @@ impl Parked {
         self.calls.lock().remove(&handle)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::RouteId;
+    use serde_json::json;
+
+    fn shared() -> Arc<Shared> {
+        let config = switchboard_config::parse("[server]\nlisten = \"127.0.0.1:0\"", "t").unwrap();
+        Shared::start(config, crate::Services::default()).unwrap()
+    }
+
+    fn call() -> ParkedCall {
+        ParkedCall {
+            session: Arc::new(Session::stateless(
+                RouteId::Federated,
+                "2026-07-28",
+                json!({}),
+                None,
+            )),
+            stream: Arc::new(Outbound::new(4)),
+            cursor: 0,
+            asked: vec![("r1".into(), RequestId::Number(1))],
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_parked_calls_stops_at_the_bound() {
+        let shared = shared();
+        let parked = Parked::default();
+        for _ in 0..MAX_PARKED {
+            parked.park(&shared, call()).unwrap();
+        }
+        let refused = parked.park(&shared, call()).unwrap_err();
+        assert_eq!(refused.code, code::OVERLOADED);
+        assert_eq!(parked.calls.lock().len(), MAX_PARKED);
+        shared.shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_call_is_taken_once() {
+        let shared = shared();
+        let handle = shared.modern.parked.park(&shared, call()).unwrap();
+        assert!(shared.modern.parked.take(handle).is_some());
+        assert!(
+            shared.modern.parked.take(handle).is_none(),
+            "a replay finds nothing"
+        );
+        shared.shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unclaimed_parked_call_is_cancelled_after_its_time() {
+        let shared = shared();
+        let c = call();
+        let session = c.session.clone();
+        let handle = shared.modern.parked.park(&shared, c).unwrap();
+        tokio::time::sleep(PARK_TTL + Duration::from_secs(1)).await;
+        assert!(shared.modern.parked.take(handle).is_none());
+        assert!(
+            session.closed.is_cancelled(),
+            "the upstream call is cancelled"
+        );
+        shared.shutdown.cancel();
+    }
+}

@@ -83,11 +83,16 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(toml: &str) -> Self {
+        Self::start_with(toml, switchboard_gateway::Services::default()).await
+    }
+
+    /// Starts with a store and an audit writer.
+    pub async fn start_with(toml: &str, services: switchboard_gateway::Services) -> Self {
         let mut config = switchboard_config::parse(toml, "test.toml").expect("valid test config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         config.server.listen = listener.local_addr().unwrap();
         let base = format!("http://{}", config.server.listen);
-        let gateway = Gateway::start(config).expect("gateway starts");
+        let gateway = Gateway::start_with(config, services).expect("gateway starts");
         gateway.settle(Duration::from_secs(30)).await;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(gateway.clone().serve(listener, async move {
@@ -202,6 +207,8 @@ pub struct Client {
     pub url: String,
     pub session: Option<String>,
     pub version: String,
+    /// Sent as `Authorization: Bearer ...` when set.
+    pub bearer: Option<String>,
 }
 
 impl Client {
@@ -211,12 +218,27 @@ impl Client {
             url: url.to_owned(),
             session: None,
             version: "2025-11-25".into(),
+            bearer: None,
         }
+    }
+
+    /// Opens a session presenting `bearer`.
+    pub async fn connect_as(url: &str, bearer: &str) -> Self {
+        let mut c = Self::new(url);
+        c.bearer = Some(bearer.to_owned());
+        c.open("2025-11-25", json!({})).await;
+        c
     }
 
     /// Opens a session with the given client capabilities.
     pub async fn connect(url: &str, version: &str, capabilities: Value) -> Self {
         let mut c = Self::new(url);
+        c.open(version, capabilities).await;
+        c
+    }
+
+    async fn open(&mut self, version: &str, capabilities: Value) {
+        let c = self;
         c.version = version.into();
         let r = c
             .post(
@@ -231,7 +253,6 @@ impl Client {
             .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
             .await;
         assert_eq!(r.status, StatusCode::ACCEPTED);
-        c
     }
 
     pub fn builder(&self, body: String) -> reqwest::RequestBuilder {
@@ -241,6 +262,9 @@ impl Client {
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .body(body);
+        if let Some(t) = &self.bearer {
+            b = b.bearer_auth(t);
+        }
         if let Some(s) = &self.session {
             b = b
                 .header("mcp-session-id", s)

@@ -467,6 +467,9 @@ fn rejected_requests_by_every_reason() {
         "unknown_session",
         "session_limit",
         "rate_limited",
+        "identity_rate_limited",
+        "tool_rate_limited",
+        "session_identity_mismatch",
         "unauthorized",
         "forbidden",
         "overloaded",
@@ -503,6 +506,10 @@ fn fresh_registry_exposes_only_unlabelled_metrics() {
         "system_health_score",
         "active_sessions_total",
         "upstream_processes",
+        "tools_held",
+        "audit_pending_records",
+        "audit_spool_bytes",
+        "audit_dropped_total",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -556,6 +563,10 @@ fn exercise_everything(metrics: &Metrics) -> Vec<GaugeGuard> {
     for reason in RejectReason::ALL {
         metrics.record_rejected_request(*reason);
     }
+    metrics.record_tool_definition_change("svc \"quoted\"");
+    metrics.set_tools_held(2);
+    metrics.set_audit_backlog(5, 4096);
+    metrics.set_audit_dropped(1);
     vec![metrics.track_session(), metrics.track_upstream_process()]
 }
 

@@ -90,6 +90,8 @@ struct Shared {
     cancelled: AtomicU64,
     /// Names registered at runtime through `add_tool`.
     added_tools: RwLock<Vec<String>>,
+    /// Descriptions replaced at runtime by `redescribe` (a "rug pull").
+    descriptions: RwLock<std::collections::HashMap<String, String>>,
 }
 
 /// State one client controls for its own session.
@@ -108,6 +110,7 @@ impl FakeUpstream {
                 calls: AtomicU64::new(0),
                 cancelled: AtomicU64::new(0),
                 added_tools: RwLock::new(Vec::new()),
+                descriptions: RwLock::new(std::collections::HashMap::new()),
             }),
             session: Arc::default(),
         }
@@ -128,7 +131,18 @@ impl FakeUpstream {
             .added_tools
             .read()
             .map_err(|_| ErrorData::internal_error("server state lock poisoned", None))?;
-        Ok(tools::list(self.shared.config.extra_tools, &added))
+        let descriptions = self
+            .shared
+            .descriptions
+            .read()
+            .map_err(|_| ErrorData::internal_error("server state lock poisoned", None))?;
+        let mut list = tools::list(self.shared.config.extra_tools, &added);
+        for tool in &mut list {
+            if let Some(d) = descriptions.get(tool.name.as_ref()) {
+                tool.description = Some(d.clone().into());
+            }
+        }
+        Ok(list)
     }
 }
 

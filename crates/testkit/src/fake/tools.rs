@@ -143,6 +143,20 @@ pub(super) fn list(extra: usize, added: &[String]) -> Vec<Tool> {
             })),
         ),
         Tool::new(
+            "redescribe",
+            "Replaces the description of tool `name` and sends tools/list_changed (a definition change under a pinned name)",
+            object(json!({
+                "type": "object",
+                "properties": { "name": { "type": "string" }, "description": { "type": "string" } },
+                "required": ["name", "description"]
+            })),
+        ),
+        Tool::new(
+            "seen_authorization",
+            "Returns the Authorization header of the HTTP request that carried this call (\"none\" without one or on stdio)",
+            empty(),
+        ),
+        Tool::new(
             "log",
             "Sends notifications/message at `level`, then returns",
             object(json!({
@@ -271,6 +285,31 @@ pub(super) async fn call(
             Err(error) => Ok(tool_error(format!("roots/list failed: {error}"))),
         },
         "add_tool" => add_tool(server, &args, &cx).await,
+        "redescribe" => {
+            let name = required_str(&args, "name")?;
+            let description = required_str(&args, "description")?;
+            server
+                .shared
+                .descriptions
+                .write()
+                .map_err(|_| ErrorData::internal_error("server state lock poisoned", None))?
+                .insert(name.to_owned(), description.to_owned());
+            cx.peer
+                .notify_tool_list_changed()
+                .await
+                .map_err(|e| ErrorData::internal_error(format!("cannot notify: {e}"), None))?;
+            Ok(text(format!("redescribed {name}")))
+        }
+        "seen_authorization" => {
+            let seen = cx
+                .extensions
+                .get::<http::request::Parts>()
+                .and_then(|p| p.headers.get(http::header::AUTHORIZATION))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned();
+            Ok(text(seen))
+        }
         "log" => log(server, &args, &cx).await,
         "touch" => {
             let uri = required_str(&args, "uri")?;

@@ -110,6 +110,7 @@ async fn http_a_hung_upstream_is_dropped_and_the_session_re_established() {
         TransportConfig::StreamableHttp(HttpConfig {
             url: server.url(),
             headers: vec![],
+            oauth: None,
         }),
     );
     cfg.health_check_interval = Some(INTERVAL);

@@ -15,6 +15,7 @@ fn http(name: &str, url: String) -> UpstreamConfig {
         TransportConfig::StreamableHttp(HttpConfig {
             url,
             headers: vec![],
+            oauth: None,
         }),
     )
 }

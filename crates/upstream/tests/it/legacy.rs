@@ -88,6 +88,7 @@ fn sse(url: String) -> UpstreamConfig {
         TransportConfig::Sse(HttpConfig {
             url,
             headers: vec![],
+            oauth: None,
         }),
     )
 }

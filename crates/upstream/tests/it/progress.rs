@@ -96,6 +96,7 @@ async fn http_progress_on_the_post_stream_extends_the_timeout() {
         TransportConfig::StreamableHttp(HttpConfig {
             url: server.url(),
             headers: vec![],
+            oauth: None,
         }),
     );
     let (up, _events) = started(cfg).await;

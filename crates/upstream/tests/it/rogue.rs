@@ -93,6 +93,7 @@ fn rogue(url: String) -> switchboard_config::UpstreamConfig {
         TransportConfig::StreamableHttp(HttpConfig {
             url,
             headers: vec![],
+            oauth: None,
         }),
     )
 }
