@@ -551,8 +551,10 @@ async fn forward(
         context: Some(context.clone()),
         cancel,
         timeout,
-        // A per_session upstream serves this session from its own process.
-        session: Some(session.id.clone()),
+        // A per_session upstream serves this session from its own process;
+        // a stateless (2026-07-28) request has no session to keep one for,
+        // so the upstream's template process serves it.
+        session: (!session.is_stateless()).then(|| session.id.clone()),
     };
     // Prompt names and URIs are not tools: only tools/call carries mcp.tool.
     let tool = match method {

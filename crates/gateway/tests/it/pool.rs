@@ -179,3 +179,33 @@ async fn a_session_process_notifies_its_own_session_only() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn stateless_requests_are_served_by_the_template_and_start_no_process() {
+    let gw = TestGateway::start(&fake("solo", "pool = \"per_session\"")).await;
+    let http = reqwest::Client::new();
+    let mut pids = Vec::new();
+    for id in 1..=2 {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "solo__pid", "arguments": {},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}}}});
+        let resp = http
+            .post(gw.url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "solo__pid")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let r = crate::harness::reply(resp).await;
+        pids.push(text(&r));
+    }
+    assert_eq!(pids[0], pids[1], "both served by the one template process");
+    let health = gw.health().await;
+    assert_eq!(health["upstreams"][0]["session_processes"], 0, "{health}");
+    gw.stop().await;
+}
