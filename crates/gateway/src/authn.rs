@@ -59,7 +59,10 @@ tokio::task_local! {
 
 /// Runs `f` as if `identity` had made the request (tests only).
 #[cfg(test)]
-pub(crate) async fn with_caller<F: std::future::Future>(identity: Arc<Identity>, f: F) -> F::Output {
+pub(crate) async fn with_caller<F: std::future::Future>(
+    identity: Arc<Identity>,
+    f: F,
+) -> F::Output {
     CALLER.scope(identity, f).await
 }
 

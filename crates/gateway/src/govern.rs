@@ -22,6 +22,9 @@ use crate::catalog::Catalog;
 use crate::session::Session;
 use crate::state::Shared;
 
+/// Health reports older than this are deleted.
+const HEALTH_REPORT_RETENTION_DAYS: i64 = 7;
+
 /// Which list a filtered result is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ListKind {
@@ -283,6 +286,79 @@ impl Shared {
         r.session_id = session.map(str::to_owned);
         r.error = Some(error.to_owned());
         self.audit(r);
+    }
+
+    /// Stores who opened a session (off the request path).
+    pub(crate) fn record_session_start(&self, session: &Session) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let record = switchboard_store::SessionRecord {
+            id: session.id.to_string(),
+            identity: session.identity().map(|i| i.principal()),
+            client_name: session.client().map(|c| c.0.clone()),
+            client_version: session.client().map(|c| c.1.clone()),
+            protocol_version: session.init().map(|i| i.protocol_version.to_owned()),
+            started_at: chrono::Utc::now(),
+        };
+        self.tasks.spawn(async move {
+            if let Err(e) = store.record_session_start(record).await {
+                tracing::warn!(error = %e, "could not store session metadata");
+            }
+        });
+    }
+
+    /// Stores when a session ended.
+    pub(crate) fn record_session_end(&self, session: &Session) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        if session.is_stateless() {
+            return;
+        }
+        let id = session.id.to_string();
+        self.tasks.spawn(async move {
+            if let Err(e) = store.record_session_end(&id, chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "could not store the end of a session");
+            }
+        });
+    }
+
+    /// Stores one health report per upstream (status, breaker, score,
+    /// latency), and drops reports past their retention.
+    pub(crate) async fn store_health_reports(&self) {
+        let Some(store) = &self.store else { return };
+        let now = chrono::Utc::now();
+        for r in self.report() {
+            let (status, error) = match &r.status {
+                switchboard_upstream::Status::Connecting => ("connecting", None),
+                switchboard_upstream::Status::Ready(_) => ("up", None),
+                switchboard_upstream::Status::Down { error } => ("down", Some(error.clone())),
+                switchboard_upstream::Status::Stopped => ("stopped", None),
+            };
+            let report = switchboard_store::HealthReport {
+                time: now,
+                upstream: r.name.clone(),
+                status: status.to_owned(),
+                detail: serde_json::json!({
+                    "breaker": r.breaker,
+                    "health_score": r.health_score,
+                    "restarts": r.restarts,
+                    "error": error,
+                    "latency_ms": r.latency_ms.map(|(n, p50, p95, p99)| serde_json::json!({
+                        "samples": n, "p50": p50, "p95": p95, "p99": p99
+                    })),
+                }),
+            };
+            if let Err(e) = store.insert_health_report(report).await {
+                tracing::warn!(error = %e, "could not store a health report");
+                return;
+            }
+        }
+        let cutoff = now - chrono::Duration::days(HEALTH_REPORT_RETENTION_DAYS);
+        if let Err(e) = store.purge_health_reports_before(cutoff).await {
+            tracing::warn!(error = %e, "could not purge old health reports");
+        }
     }
 
     /// Loads pins from the store into the book, before the first discovery.

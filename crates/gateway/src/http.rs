@@ -893,6 +893,16 @@ async fn metrics(State(shared): State<App>, headers: HeaderMap) -> Response {
 /// 200 once start-up discovery is over (every upstream discovered or
 /// failed), 503 before: a load balancer then waits for a full catalog.
 async fn ready(State(shared): State<App>) -> Response {
+    if let Some(store) = &shared.store {
+        let ping = tokio::time::timeout(std::time::Duration::from_secs(2), store.ping()).await;
+        if !matches!(ping, Ok(Ok(()))) {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the store does not answer (keys and pins cannot be checked)",
+            )
+                .into_response();
+        }
+    }
     if shared.is_settled() {
         (StatusCode::OK, "ready").into_response()
     } else {

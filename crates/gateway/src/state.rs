@@ -654,7 +654,10 @@ impl Shared {
         session: Arc<Session>,
     ) -> Result<(), switchboard_protocol::ErrorObject> {
         session.track(self.metrics.track_session());
-        self.sessions.insert(session, self.server.max_sessions)
+        self.sessions
+            .insert(session.clone(), self.server.max_sessions)?;
+        self.record_session_start(&session);
+        Ok(())
     }
 
     /// Scores each upstream and the whole gateway (0..1) for `/metrics` and
@@ -809,6 +812,7 @@ impl Shared {
     /// and the processes of `per_session` upstreams (stopped in the
     /// background, so none outlives its session).
     async fn release_all(&self, session: &Session) {
+        self.record_session_end(session);
         let uris: Vec<String> = session.subscriptions.lock().iter().cloned().collect();
         let catalog = self.catalog(session.route);
         for uri in uris {
@@ -900,9 +904,16 @@ async fn reaper(shared: Arc<Shared>) {
 /// How often approvals made elsewhere are picked up and the audit backlog
 /// is published.
 const GOVERNANCE_PERIOD: Duration = Duration::from_secs(5);
+/// Health reports are stored every this many governance periods (1 min).
+const HEALTH_REPORT_EVERY: u64 = 12;
 
 async fn governance(shared: Arc<Shared>) {
+    let mut ticks: u64 = 0;
     loop {
+        ticks = ticks.wrapping_add(1);
+        if ticks % HEALTH_REPORT_EVERY == 1 {
+            shared.store_health_reports().await;
+        }
         tokio::select! {
             _ = tokio::time::sleep(GOVERNANCE_PERIOD) => {}
             _ = shared.shutdown.cancelled() => return,

@@ -38,7 +38,8 @@ pub(crate) struct State {
     pub(crate) target: String,
     /// The upstream's own `requestState` when a modern upstream asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) upstream: Option<String>,    /// The principal that made the original request: only it may continue
+    pub(crate) upstream: Option<String>,
+    /// The principal that made the original request: only it may continue
     /// it (a leaked state is no credential).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) owner: Option<String>,
@@ -202,15 +203,24 @@ mod tests {
     async fn a_state_issued_to_one_identity_is_refused_to_another() {
         let sealer = Sealer::random();
         let scopes = switchboard_auth::Scopes::parse(["*"], "__").unwrap();
-        let alice = std::sync::Arc::new(switchboard_auth::Identity::api_key("1", "alice", scopes.clone()));
-        let mallory = std::sync::Arc::new(switchboard_auth::Identity::api_key("2", "mallory", scopes));
-        let sealed = crate::authn::with_caller(alice.clone(), async { sealer.seal(&sample()) }).await;
+        let alice = std::sync::Arc::new(switchboard_auth::Identity::api_key(
+            "1",
+            "alice",
+            scopes.clone(),
+        ));
+        let mallory =
+            std::sync::Arc::new(switchboard_auth::Identity::api_key("2", "mallory", scopes));
+        let sealed =
+            crate::authn::with_caller(alice.clone(), async { sealer.seal(&sample()) }).await;
         let as_mallory = crate::authn::with_caller(mallory, async {
             sealer.open(&sealed, now(), "tools/call", "t")
         })
         .await;
         assert_eq!(as_mallory, Err(SealError::WrongOwner));
-        assert_eq!(sealer.open(&sealed, now(), "tools/call", "t"), Err(SealError::WrongOwner));
+        assert_eq!(
+            sealer.open(&sealed, now(), "tools/call", "t"),
+            Err(SealError::WrongOwner)
+        );
         let as_alice = crate::authn::with_caller(alice, async {
             sealer.open(&sealed, now(), "tools/call", "t")
         })

@@ -529,6 +529,64 @@ async fn the_admin_api_needs_the_admin_scope() {
 }
 
 #[tokio::test]
+async fn sessions_and_upstream_health_are_recorded_in_the_store() {
+    let g = governed(&fake_stdio("a", ""), "").await;
+    let key = add_key(&g.store, "k", &["*"]).await;
+    let c = Client::connect_as(&g.gw.url(), &key).await;
+    let id = c.session.clone().unwrap();
+    let stored = |active: bool| {
+        let store = g.store.clone();
+        let id = id.clone();
+        async move {
+            store
+                .list_sessions(active, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|s| s.session.id == id)
+        }
+    };
+    assert!(
+        eventually(250, || async { stored(true).await.is_some() }).await,
+        "session start not stored"
+    );
+    let s = stored(true).await.unwrap();
+    assert!(s
+        .session
+        .identity
+        .as_deref()
+        .is_some_and(|i| i.starts_with("key:")));
+    assert_eq!(s.session.client_name.as_deref(), Some("it"));
+    let r = c
+        .http
+        .delete(&c.url)
+        .bearer_auth(&key)
+        .header("mcp-session-id", &id)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert!(
+        eventually(250, || async {
+            stored(true).await.is_none() && stored(false).await.is_some()
+        })
+        .await,
+        "session end not stored"
+    );
+    assert!(
+        eventually(250, || async {
+            !g.store.latest_health_reports().await.unwrap().is_empty()
+        })
+        .await,
+        "no health report stored"
+    );
+    let ready = reqwest::get(format!("{}/health/ready", g.gw.base))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test]
 async fn an_identity_over_its_rate_limit_gets_429_and_a_tool_limit_a_json_rpc_error() {
     let g = governed(
         &fake_stdio("a", ""),
