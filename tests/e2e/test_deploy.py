@@ -540,6 +540,8 @@ def test_live_metrics_pass_promtool_and_feed_every_panel_and_alert(
             await s.call_tool("fake__tool_error", {})  # isError: counted as error
             await s.read_resource("fake://static")
             await s.read_resource("fake://static")  # the cached copy
+            # a changed tool definition (pinning: counted, the tool held)
+            await s.call_tool("fake__redescribe", {"name": "add", "description": "changed"})
             # a JSON-RPC error, then an upstream that exits (the supervisor restarts
             # it: healing); both calls fail by design
             for tool in ("fake__fail", "fake__crash"):
