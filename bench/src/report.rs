@@ -173,21 +173,25 @@ pub(crate) fn render(results: &SuiteResults) -> String {
     comparison_table(
         &mut md,
         "Governance cost: auth + audit on vs off (gateway over HTTP, same run)",
-        ("off", &results.gateway_http),
-        ("on", &results.gateway_http_governed),
+        &[(
+            ("off", &results.gateway_http),
+            ("on", &results.gateway_http_governed),
+        )],
     );
     comparison_table(
         &mut md,
         "Gateway cost by protocol era (same run)",
-        ("legacy direct", &results.direct),
-        ("legacy gateway", &results.gateway_http),
+        &[
+            (
+                ("legacy direct", &results.direct),
+                ("legacy gateway", &results.gateway_http),
+            ),
+            (
+                ("2026-07-28 direct", &results.modern_direct),
+                ("2026-07-28 gateway", &results.modern_gateway),
+            ),
+        ],
     );
-    comparison_rows(
-        &mut md,
-        ("2026-07-28 direct", &results.modern_direct),
-        ("2026-07-28 gateway", &results.modern_gateway),
-    );
-    let _ = writeln!(md);
 
     for scenario in results.scenarios() {
         scenario_table(&mut md, scenario);
@@ -235,14 +239,13 @@ fn target_row(
     let _ = writeln!(md, "| {metric} | {shown} | {target} | {verdict} |");
 }
 
-/// A side-by-side table of two scenarios, one row per concurrency level: throughput, median and
-/// p99 latency of each, and the throughput ratio `other / base`.
-fn comparison_table(
-    md: &mut String,
-    title: &str,
-    base: (&str, &Scenario),
-    other: (&str, &Scenario),
-) {
+/// A labelled scenario: the base or the other side of a comparison.
+type Side<'a> = (&'a str, &'a Scenario);
+
+/// A side-by-side table of pairs of scenarios, one row per pair and concurrency level:
+/// throughput, median and p99 latency and CPU per call of each, and the throughput ratio
+/// `other / base`.
+fn comparison_table(md: &mut String, title: &str, pairs: &[(Side<'_>, Side<'_>)]) {
     let _ = writeln!(md, "### {title}\n");
     let _ = writeln!(
         md,
@@ -252,15 +255,23 @@ fn comparison_table(
         md,
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    comparison_rows(md, base, other);
-    if base.1.runs.is_empty() || other.1.runs.is_empty() {
-        let _ = writeln!(md, "\n(one side did not run; see its table below)");
+    for &(base, other) in pairs {
+        comparison_rows(md, base, other);
+    }
+    if pairs
+        .iter()
+        .any(|(b, o)| b.1.runs.is_empty() || o.1.runs.is_empty())
+    {
+        let _ = writeln!(
+            md,
+            "\n(a side that did not run is left out; see its table below)"
+        );
     }
     let _ = writeln!(md);
 }
 
 /// The rows of [`comparison_table`] for one pair; levels either side lacks are left out.
-fn comparison_rows(md: &mut String, base: (&str, &Scenario), other: (&str, &Scenario)) {
+fn comparison_rows(md: &mut String, base: Side<'_>, other: Side<'_>) {
     let (base_label, base) = base;
     let (other_label, other) = other;
     let cpu = |r: &LoadReport| {
