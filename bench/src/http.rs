@@ -28,6 +28,9 @@ pub(crate) struct Endpoint {
     target: Uri,
     /// The URL as given, for messages.
     url: String,
+    /// `Authorization` sent on every request, for gateways that require credentials; built once
+    /// so the hot path only clones it.
+    authorization: Option<HeaderValue>,
 }
 
 impl Endpoint {
@@ -63,6 +66,18 @@ impl Endpoint {
             host: HeaderValue::from_str(authority.as_str())?,
             target,
             url: url.to_owned(),
+            authorization: None,
+        })
+    }
+
+    /// Returns the same endpoint sending `Authorization: Bearer <key>` on every request.
+    pub(crate) fn with_bearer(&self, key: &str) -> Result<Self> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+            .context("the api key is not a valid header value")?;
+        value.set_sensitive(true);
+        Ok(Self {
+            authorization: Some(value),
+            ..self.clone()
         })
     }
 
@@ -80,12 +95,16 @@ impl Endpoint {
         }
     }
 
-    /// Builds a request with `Host` set and nothing else.
+    /// Builds a request with `Host` (and `Authorization`, when set) and nothing else.
     pub(crate) fn request(&self, method: Method, body: Bytes) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = self.target.clone();
         req.headers_mut().insert(header::HOST, self.host.clone());
+        if let Some(auth) = &self.authorization {
+            req.headers_mut()
+                .insert(header::AUTHORIZATION, auth.clone());
+        }
         req
     }
 }

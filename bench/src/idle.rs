@@ -35,7 +35,7 @@ pub(crate) async fn run(url: &str, sessions: usize, pid: u32) -> Result<IdleRepo
     let endpoint = Endpoint::resolve(url).await?;
     let rss_before_kib = process::rss_kib(pid)?;
     // The handles are dropped on purpose: the sessions stay open on the server, idle.
-    let _opened = load::open_sessions(&endpoint, sessions).await?;
+    let _opened = load::open_sessions(&endpoint, sessions, crate::mcp::Era::Legacy).await?;
     tokio::time::sleep(SETTLE).await;
     let rss_after_kib = process::rss_kib(pid)?;
     Ok(IdleReport {

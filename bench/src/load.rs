@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::http::{Conn, Endpoint};
-use crate::mcp::{self, Failure, Session};
+use crate::mcp::{self, CallSpec, Era, Failure, Session};
 use crate::process;
 
 /// How many connections open (and later close) sessions in parallel: enough to make opening a
@@ -33,7 +33,13 @@ pub(crate) struct LoadConfig {
     pub(crate) duration: Duration,
     pub(crate) warmup: Duration,
     pub(crate) sessions: usize,
-    pub(crate) tool: String,
+    /// The tool, its arguments and what counts as its correct answer.
+    pub(crate) call: CallSpec,
+    /// Legacy sessions (`initialize`) or stateless 2026-07-28 requests.
+    pub(crate) era: Era,
+    /// An API key sent as `Authorization: Bearer` on every request, for a gateway that
+    /// requires credentials.
+    pub(crate) bearer: Option<String>,
     /// A call slower than this counts as an error; it bounds a run against a hung server.
     pub(crate) call_timeout: Duration,
     /// The server process to watch (RSS peak, CPU per call), when known.
@@ -125,7 +131,7 @@ struct WorkerTally {
 struct Plan {
     endpoint: Endpoint,
     sessions: Vec<Session>,
-    tool_json: String,
+    call: CallSpec,
     concurrency: u64,
     measure_from: Instant,
     stop_at: Instant,
@@ -137,14 +143,17 @@ pub(crate) async fn run(cfg: &LoadConfig) -> Result<LoadReport> {
     if cfg.concurrency == 0 || cfg.sessions == 0 {
         bail!("concurrency and sessions must be at least 1");
     }
-    let endpoint = Endpoint::resolve(&cfg.url).await?;
-    let sessions = open_sessions(&endpoint, cfg.sessions).await?;
+    let mut endpoint = Endpoint::resolve(&cfg.url).await?;
+    if let Some(key) = &cfg.bearer {
+        endpoint = endpoint.with_bearer(key)?;
+    }
+    let sessions = open_sessions(&endpoint, cfg.sessions, cfg.era).await?;
 
     let start = Instant::now();
     let plan = Arc::new(Plan {
         endpoint: endpoint.clone(),
         sessions,
-        tool_json: serde_json::to_string(&cfg.tool)?,
+        call: cfg.call.clone(),
         concurrency: u64::try_from(cfg.concurrency)?,
         measure_from: start + cfg.warmup,
         stop_at: start + cfg.warmup + cfg.duration,
@@ -277,26 +286,25 @@ async fn call(conn: &mut Conn, plan: &Plan, session: &Session, id: u64) -> Resul
         conn,
         &plan.endpoint,
         session,
-        &plan.tool_json,
+        &plan.call,
         id,
         plan.call_timeout,
     )
     .await
 }
 
-/// Calls the echo tool `tool_json` once and checks the echo; `Ok(reusable)`
-/// says whether the connection can carry the next call.
+/// Makes the call `spec` once and checks its answer; `Ok(reusable)` says whether the
+/// connection can carry the next call.
 pub(crate) async fn verified_call(
     conn: &mut Conn,
     endpoint: &Endpoint,
     session: &Session,
-    tool_json: &str,
+    spec: &CallSpec,
     id: u64,
     timeout: Duration,
 ) -> Result<bool, Failure> {
-    let text = format!("hello-{id}");
     let id_json = id.to_string();
-    let req = session.post(endpoint, mcp::call_body(id, tool_json, &text));
+    let (req, text) = spec.request(endpoint, session, id);
     let exchange = async {
         let resp = conn.send(req).await.map_err(|_| Failure::Transport)?;
         mcp::read_reply(resp, &id_json).await
@@ -304,12 +312,19 @@ pub(crate) async fn verified_call(
     let reply = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| Failure::Timeout)??;
-    mcp::check_echo(&reply.message, &text)?;
+    spec.check(&reply.message, &text)?;
     Ok(reply.reusable)
 }
 
-/// Opens `count` sessions over a few parallel connections.
-pub(crate) async fn open_sessions(endpoint: &Endpoint, count: usize) -> Result<Vec<Session>> {
+/// Opens `count` sessions over a few parallel connections (none in the stateless era).
+pub(crate) async fn open_sessions(
+    endpoint: &Endpoint,
+    count: usize,
+    era: Era,
+) -> Result<Vec<Session>> {
+    if era == Era::Stateless {
+        return Ok(vec![Session::stateless(); count]);
+    }
     let openers = SESSION_OPENERS.min(count);
     let tasks: Vec<_> = (0..openers)
         .map(|o| {

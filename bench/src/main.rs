@@ -108,9 +108,20 @@ struct LoadArgs {
     /// Sessions to spread calls over, round-robin [default: the concurrency].
     #[arg(long)]
     sessions: Option<usize>,
-    /// The tool to call; it must echo its `text` argument as its first text content.
+    /// The tool to call; it must echo its `text` argument as its first text content (unless
+    /// `--expect-text` says what it returns instead).
     #[arg(long, default_value = "echo")]
     tool: String,
+    /// The first text content a correct answer carries, for tools that do not echo.
+    #[arg(long)]
+    expect_text: Option<String>,
+    /// Speak the stateless 2026-07-28 revision (no `initialize`; `_meta` and routing headers
+    /// on every request) instead of 2025-06-18 sessions.
+    #[arg(long)]
+    stateless: bool,
+    /// Environment variable holding an API key, sent as `Authorization: Bearer`.
+    #[arg(long)]
+    api_key_env: Option<String>,
     /// Server process to watch for CPU per call and peak RSS.
     #[arg(long)]
     pid: Option<u32>,
@@ -143,6 +154,9 @@ struct SuiteArgs {
     /// The echo upstream (`switchboard-fake-upstream`).
     #[arg(long)]
     upstream_bin: PathBuf,
+    /// The conformance fixture (`switchboard-fixture`), the stateless 2026-07-28 upstream.
+    #[arg(long)]
+    fixture_bin: PathBuf,
     /// Markdown file to write the report into, between the bench markers.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -179,13 +193,29 @@ fn main() -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Load(args) => {
+            let bearer = match &args.api_key_env {
+                Some(var) => Some(
+                    std::env::var(var)
+                        .with_context(|| format!("--api-key-env: {var} is not set"))?,
+                ),
+                None => None,
+            };
+            let expect = args
+                .expect_text
+                .map_or(mcp::Expect::Echo, mcp::Expect::Text);
             let cfg = load::LoadConfig {
                 sessions: args.sessions.unwrap_or(args.concurrency),
                 url: args.url,
                 concurrency: args.concurrency,
                 duration: Duration::from_secs(args.duration_secs),
                 warmup: Duration::from_secs(args.warmup_secs),
-                tool: args.tool,
+                call: mcp::CallSpec::new(&args.tool, expect)?,
+                era: if args.stateless {
+                    mcp::Era::Stateless
+                } else {
+                    mcp::Era::Legacy
+                },
+                bearer,
                 call_timeout: Duration::from_secs(30),
                 pid: args.pid,
             };
@@ -222,6 +252,7 @@ async fn run(cli: Cli) -> Result<()> {
             suite::run(suite::SuiteConfig {
                 gateway_bin: args.gateway_bin,
                 upstream_bin: args.upstream_bin,
+                fixture_bin: args.fixture_bin,
                 out: args.out,
                 duration: Duration::from_secs(args.duration_secs),
                 warmup: Duration::from_secs(args.warmup_secs),

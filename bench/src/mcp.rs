@@ -1,10 +1,15 @@
-//! Just enough of MCP over Streamable HTTP (2025-06-18 rules) to open sessions and judge calls.
+//! Just enough of MCP over Streamable HTTP to open sessions and judge calls, in both eras: the
+//! session-based 2025-06-18 rules, and stateless 2026-07-28 requests.
 //!
 //! Rules followed (mcp-protocol.md §1.1): every POST accepts both `application/json` and
 //! `text/event-stream`; `initialize` yields an optional `Mcp-Session-Id` that is echoed on every
 //! later request together with `MCP-Protocol-Version`; `notifications/initialized` is answered
 //! 202; a request's response is either one JSON object or an SSE stream whose events carry
 //! JSON-RPC messages, the response being the one whose `id` matches.
+//!
+//! Stateless (2026-07-28) requests skip `initialize`: each carries the revision, the client's
+//! capabilities and info in `params._meta`, and the routing headers `MCP-Protocol-Version`,
+//! `Mcp-Method` and `Mcp-Name` that intermediaries route on without reading the body.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -24,14 +29,89 @@ use crate::sse::SseParser;
 /// that requires `MCP-Protocol-Version` on every request.
 pub(crate) const PROTOCOL_VERSION: &str = "2025-06-18";
 
+/// The stateless revision, sent in `_meta` and `MCP-Protocol-Version` by stateless clients.
+pub(crate) const STATELESS_VERSION: &str = "2026-07-28";
+
 const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 const PROTOCOL_VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
 const ACCEPT_BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+const TOOLS_CALL: HeaderValue = HeaderValue::from_static("tools/call");
 
 /// How long to wait for the rest of an SSE stream after the response was found. Servers SHOULD
 /// close the stream after the response; one that does not costs a reconnect, not a failed call.
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
+
+/// Which protocol era the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Era {
+    /// `initialize`, `Mcp-Session-Id`, 2025-06-18.
+    Legacy,
+    /// No `initialize`: every request says 2026-07-28 on its own.
+    Stateless,
+}
+
+/// What a call sends and what counts as its correct answer.
+#[derive(Debug, Clone)]
+pub(crate) struct CallSpec {
+    /// The tool name as a JSON string literal, ready to splice into bodies.
+    tool_json: String,
+    /// The tool name as the `Mcp-Name` routing header of stateless requests.
+    tool_header: HeaderValue,
+    expect: Expect,
+}
+
+/// The text a correct `tools/call` result carries as its first content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// The `text` argument sent (`hello-<id>`), so a swapped response is caught.
+    Echo,
+    /// A fixed text, for tools that return one whatever they are sent.
+    Text(String),
+}
+
+impl CallSpec {
+    /// Calls `tool` and expects `expect` back.
+    pub(crate) fn new(tool: &str, expect: Expect) -> Result<Self> {
+        Ok(Self {
+            tool_json: serde_json::to_string(tool)?,
+            tool_header: HeaderValue::from_str(tool)
+                .with_context(|| format!("tool name {tool:?} cannot be sent as Mcp-Name"))?,
+            expect,
+        })
+    }
+
+    /// Builds the `tools/call` request with id `id` in `session`'s era; returns it with the
+    /// `text` argument it sends.
+    pub(crate) fn request(
+        &self,
+        endpoint: &Endpoint,
+        session: &Session,
+        id: u64,
+    ) -> (Request<Full<Bytes>>, String) {
+        let text = format!("hello-{id}");
+        let req = if session.stateless {
+            let mut req = session.post(endpoint, stateless_call_body(id, &self.tool_json, &text));
+            let headers = req.headers_mut();
+            headers.insert(MCP_METHOD, TOOLS_CALL);
+            headers.insert(MCP_NAME, self.tool_header.clone());
+            req
+        } else {
+            session.post(endpoint, call_body(id, &self.tool_json, &text))
+        };
+        (req, text)
+    }
+
+    /// Checks that `message` is the correct answer to a call that sent `sent`.
+    pub(crate) fn check(&self, message: &[u8], sent: &str) -> Result<(), Failure> {
+        match &self.expect {
+            Expect::Echo => check_echo(message, sent),
+            Expect::Text(text) => check_echo(message, text),
+        }
+    }
+}
 
 /// An open MCP session: the headers every request after `initialize` must carry.
 #[derive(Debug, Clone)]
@@ -40,9 +120,20 @@ pub(crate) struct Session {
     id: Option<HeaderValue>,
     /// The version the server negotiated, which may differ from the one asked for.
     version: HeaderValue,
+    /// A 2026-07-28 "session": no id, every request self-describing.
+    stateless: bool,
 }
 
 impl Session {
+    /// The stand-in for a session in the stateless era: nothing to open or close.
+    pub(crate) fn stateless() -> Self {
+        Self {
+            id: None,
+            version: HeaderValue::from_static(STATELESS_VERSION),
+            stateless: true,
+        }
+    }
+
     /// Builds a POST of `body` carrying this session's headers.
     pub(crate) fn post(&self, endpoint: &Endpoint, body: Bytes) -> Request<Full<Bytes>> {
         let mut req = endpoint.request(Method::POST, body);
@@ -229,6 +320,24 @@ pub(crate) fn call_body(id: u64, tool_json: &str, text: &str) -> Bytes {
     ))
 }
 
+/// Builds the body of a stateless (2026-07-28) `tools/call`: the same call, with the revision,
+/// capabilities and client info in `params._meta`.
+pub(crate) fn stateless_call_body(id: u64, tool_json: &str, text: &str) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":{tool_json},"arguments":{{"text":"{text}"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"{STATELESS_VERSION}","io.modelcontextprotocol/clientCapabilities":{{}},"io.modelcontextprotocol/clientInfo":{{"name":"switchboard-bench","version":"{}"}}}}}}}}"#,
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+/// Opens a session in `era`: for the legacy era `initialize`, then `notifications/initialized`;
+/// for the stateless era nothing goes on the wire.
+pub(crate) async fn open(conn: &mut Conn, endpoint: &Endpoint, era: Era) -> Result<Session> {
+    match era {
+        Era::Legacy => initialize(conn, endpoint).await,
+        Era::Stateless => Ok(Session::stateless()),
+    }
+}
+
 /// Opens a session: `initialize`, then `notifications/initialized`.
 pub(crate) async fn initialize(conn: &mut Conn, endpoint: &Endpoint) -> Result<Session> {
     let body = format!(
@@ -257,6 +366,7 @@ pub(crate) async fn initialize(conn: &mut Conn, endpoint: &Endpoint) -> Result<S
     let session = Session {
         id: session_id,
         version: HeaderValue::from_str(&init.protocol_version)?,
+        stateless: false,
     };
     if !reply.reusable {
         *conn = Conn::open(endpoint).await?;
@@ -329,5 +439,76 @@ mod tests {
         assert_eq!(v["params"]["arguments"]["text"], "hello-42");
         assert_eq!(v["params"]["name"], "echo");
         assert_eq!(v["id"], 42);
+    }
+
+    #[tokio::test]
+    async fn stateless_calls_carry_meta_and_routing_headers() {
+        let endpoint = Endpoint::resolve("http://127.0.0.1:9/mcp").await.unwrap();
+        let spec = CallSpec::new("echo", Expect::Echo).unwrap();
+        let (req, text) = spec.request(&endpoint, &Session::stateless(), 5);
+        assert_eq!(text, "hello-5");
+        let h = req.headers();
+        assert_eq!(h["mcp-protocol-version"], STATELESS_VERSION);
+        assert_eq!(h["mcp-method"], "tools/call");
+        assert_eq!(h["mcp-name"], "echo");
+        assert!(h.get("mcp-session-id").is_none());
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let meta = &v["params"]["_meta"];
+        assert_eq!(
+            meta["io.modelcontextprotocol/protocolVersion"],
+            STATELESS_VERSION
+        );
+        assert!(meta["io.modelcontextprotocol/clientCapabilities"].is_object());
+        assert_eq!(
+            meta["io.modelcontextprotocol/clientInfo"]["name"],
+            "switchboard-bench"
+        );
+        assert_eq!(v["params"]["arguments"]["text"], "hello-5");
+    }
+
+    #[tokio::test]
+    async fn legacy_calls_carry_no_routing_headers() {
+        let endpoint = Endpoint::resolve("http://127.0.0.1:9/mcp").await.unwrap();
+        let session = Session {
+            id: Some(HeaderValue::from_static("s1")),
+            version: HeaderValue::from_static(PROTOCOL_VERSION),
+            stateless: false,
+        };
+        let spec = CallSpec::new("echo", Expect::Echo).unwrap();
+        let (req, _) = spec.request(&endpoint, &session, 5);
+        let h = req.headers();
+        assert_eq!(h["mcp-session-id"], "s1");
+        assert!(h.get("mcp-method").is_none() && h.get("mcp-name").is_none());
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["params"].get("_meta").is_none());
+    }
+
+    #[test]
+    fn fixed_text_calls_accept_only_that_text() {
+        let spec = CallSpec::new("t", Expect::Text("fixed".to_owned())).unwrap();
+        let ok = br#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","content":[{"type":"text","text":"fixed"}]}}"#;
+        assert_eq!(spec.check(ok, "hello-1"), Ok(()));
+        let echo =
+            br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hello-1"}]}}"#;
+        assert_eq!(spec.check(echo, "hello-1"), Err(Failure::Mismatch));
+    }
+
+    #[tokio::test]
+    async fn bearer_goes_on_every_request() {
+        let endpoint = Endpoint::resolve("http://127.0.0.1:9/mcp")
+            .await
+            .unwrap()
+            .with_bearer("sb_k")
+            .unwrap();
+        let req = Session::stateless().post(&endpoint, Bytes::new());
+        assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer sb_k");
+        let plain = Endpoint::resolve("http://127.0.0.1:9/mcp").await.unwrap();
+        assert!(plain
+            .request(Method::GET, Bytes::new())
+            .headers()
+            .get(header::AUTHORIZATION)
+            .is_none());
     }
 }

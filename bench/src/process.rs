@@ -45,6 +45,8 @@ impl Child {
         let child = tokio::process::Command::new(program)
             .args(args)
             .stdin(Stdio::null())
+            // It would replace the store the config names with whatever database it points at.
+            .env_remove("DATABASE_URL")
             .stdout(out)
             .stderr(err)
             // Own group: `killpg` then reaches helpers the child forks, and a terminal Ctrl-C

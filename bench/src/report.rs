@@ -42,8 +42,14 @@ impl Scenario {
 #[derive(Debug)]
 pub(crate) struct SuiteResults {
     pub(crate) direct: Scenario,
+    /// Governance off: anonymous callers, audit log off.
     pub(crate) gateway_http: Scenario,
+    /// The same gateway with API keys required and every call audited.
+    pub(crate) gateway_http_governed: Scenario,
     pub(crate) gateway_stdio: Scenario,
+    /// The stateless 2026-07-28 upstream called directly, and through the gateway.
+    pub(crate) modern_direct: Scenario,
+    pub(crate) modern_gateway: Scenario,
     pub(crate) idle: Result<IdleReport, String>,
     /// Sessions the idle scenario opens (the target is stated for 1,000).
     pub(crate) idle_sessions: usize,
@@ -51,6 +57,28 @@ pub(crate) struct SuiteResults {
     pub(crate) duration_secs: u64,
     pub(crate) warmup_secs: u64,
     pub(crate) client_threads: usize,
+}
+
+impl SuiteResults {
+    /// Every load scenario, in the order they ran.
+    pub(crate) fn scenarios(&self) -> [&Scenario; 6] {
+        [
+            &self.direct,
+            &self.gateway_http,
+            &self.gateway_http_governed,
+            &self.gateway_stdio,
+            &self.modern_direct,
+            &self.modern_gateway,
+        ]
+    }
+}
+
+/// Throughput of `other` as a share of `base` at `concurrency`, when both ran it.
+fn throughput_ratio(base: &Scenario, other: &Scenario, concurrency: usize) -> Option<f64> {
+    match (base.at(concurrency), other.at(concurrency)) {
+        (Some(b), Some(o)) if b.calls_per_sec > 0.0 => Some(o.calls_per_sec / b.calls_per_sec),
+        _ => None,
+    }
 }
 
 /// Renders the generated section, markers included.
@@ -65,10 +93,17 @@ pub(crate) fn render(results: &SuiteResults) -> String {
     let _ = writeln!(md, "- Command: `{}`", results.command_line);
     let _ = writeln!(
         md,
-        "- Method: closed loop, tool `echo`, {}s measured after {}s warm-up per run; sessions = \
-         concurrency; one HTTP/1.1 keep-alive connection per worker; bench client on {} runtime \
-         thread(s), on the same machine as the servers (loopback only). A call counts only if \
-         the echoed text comes back intact.\n",
+        "- Method: closed loop, {}s measured after {}s warm-up per run; sessions = concurrency; \
+         one HTTP/1.1 keep-alive connection per worker; bench client on {} runtime thread(s), on \
+         the same machine as the servers (loopback only). Legacy scenarios: 2025-06-18 sessions \
+         calling the fake upstream's `echo`; a call counts only if the echoed text comes back \
+         intact. 2026-07-28 scenarios: stateless requests (`_meta` + `Mcp-Method`/`Mcp-Name`) \
+         calling the fixture's `test_simple_text` (`--era modern`); a call counts only if its \
+         fixed text comes back under the request's id. Every gateway keeps its store in the \
+         suite's temporary directory; \"governance off\" = anonymous callers and `[audit] \
+         enabled = false`; \"auth + audit on\" = `[auth] anonymous = false`, an API key made \
+         with `switchboard keys create` and sent as `Authorization: Bearer`, audit on (default \
+         batching). Per-identity rate limits are off in both.\n",
         results.duration_secs, results.warmup_secs, results.client_threads
     );
 
@@ -111,6 +146,20 @@ pub(crate) fn render(results: &SuiteResults) -> String {
         md,
         "| added p50 latency, c=1 (gateway-stdio − direct-HTTP) | {stdio_added} | (none) | for information |"
     );
+    let info_ratio = |md: &mut String, metric: &str, ratio: Option<f64>| {
+        let shown = ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}"));
+        let _ = writeln!(md, "| {metric} | {shown} | (none) | for information |");
+    };
+    info_ratio(
+        &mut md,
+        "gateway-HTTP auth + audit on / off throughput, c=64",
+        throughput_ratio(&results.gateway_http, &results.gateway_http_governed, 64),
+    );
+    info_ratio(
+        &mut md,
+        "2026-07-28 stateless: gateway / direct throughput, c=64",
+        throughput_ratio(&results.modern_direct, &results.modern_gateway, 64),
+    );
     let idle_mb = results.idle.as_ref().ok().map(|i| mb(i.rss_after_kib));
     target_row(
         &mut md,
@@ -121,11 +170,30 @@ pub(crate) fn render(results: &SuiteResults) -> String {
     );
     let _ = writeln!(md);
 
-    for scenario in [
-        &results.direct,
-        &results.gateway_http,
-        &results.gateway_stdio,
-    ] {
+    comparison_table(
+        &mut md,
+        "Governance cost: auth + audit on vs off (gateway over HTTP, same run)",
+        &[(
+            ("off", &results.gateway_http),
+            ("on", &results.gateway_http_governed),
+        )],
+    );
+    comparison_table(
+        &mut md,
+        "Gateway cost by protocol era (same run)",
+        &[
+            (
+                ("legacy direct", &results.direct),
+                ("legacy gateway", &results.gateway_http),
+            ),
+            (
+                ("2026-07-28 direct", &results.modern_direct),
+                ("2026-07-28 gateway", &results.modern_gateway),
+            ),
+        ],
+    );
+
+    for scenario in results.scenarios() {
         scenario_table(&mut md, scenario);
     }
 
@@ -169,6 +237,67 @@ fn target_row(
         None => ("n/a".to_owned(), "not measured"),
     };
     let _ = writeln!(md, "| {metric} | {shown} | {target} | {verdict} |");
+}
+
+/// A labelled scenario: the base or the other side of a comparison.
+type Side<'a> = (&'a str, &'a Scenario);
+
+/// A side-by-side table of pairs of scenarios, one row per pair and concurrency level:
+/// throughput, median and p99 latency and CPU per call of each, and the throughput ratio
+/// `other / base`.
+fn comparison_table(md: &mut String, title: &str, pairs: &[(Side<'_>, Side<'_>)]) {
+    let _ = writeln!(md, "### {title}\n");
+    let _ = writeln!(
+        md,
+        "| pair | concurrency | calls/s (base) | calls/s | ratio | p50 base → (ms) | p99 base → (ms) | CPU/call base → (µs) |"
+    );
+    let _ = writeln!(
+        md,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for &(base, other) in pairs {
+        comparison_rows(md, base, other);
+    }
+    if pairs
+        .iter()
+        .any(|(b, o)| b.1.runs.is_empty() || o.1.runs.is_empty())
+    {
+        let _ = writeln!(
+            md,
+            "\n(a side that did not run is left out; see its table below)"
+        );
+    }
+    let _ = writeln!(md);
+}
+
+/// The rows of [`comparison_table`] for one pair; levels either side lacks are left out.
+fn comparison_rows(md: &mut String, base: Side<'_>, other: Side<'_>) {
+    let (base_label, base) = base;
+    let (other_label, other) = other;
+    let cpu = |r: &LoadReport| {
+        r.server_cpu_us_per_call
+            .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.1}"))
+    };
+    for b in &base.runs {
+        let Some(o) = other.at(b.concurrency) else {
+            continue;
+        };
+        let ratio = throughput_ratio(base, other, b.concurrency)
+            .map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}"));
+        let _ = writeln!(
+            md,
+            "| {other_label} ÷ {base_label} | {} | {:.0} | {:.0} | {ratio} | {:.3} → {:.3} | {:.3} → {:.3} | {} → {} |",
+            b.concurrency,
+            b.calls_per_sec,
+            o.calls_per_sec,
+            b.p50_ms,
+            o.p50_ms,
+            b.p99_ms,
+            o.p99_ms,
+            cpu(b),
+            cpu(o),
+        );
+    }
 }
 
 fn scenario_table(md: &mut String, scenario: &Scenario) {
@@ -337,6 +466,67 @@ mod tests {
     fn rerun_is_idempotent() {
         let once = splice("# B\n", SECTION).unwrap();
         assert_eq!(splice(&once, SECTION).unwrap(), once);
+    }
+
+    fn run(concurrency: usize, calls_per_sec: f64) -> LoadReport {
+        LoadReport {
+            url: String::new(),
+            concurrency,
+            sessions: concurrency,
+            measured_secs: 1.0,
+            ok: 0,
+            errors: 0,
+            error_kinds: crate::load::ErrorCounts::default(),
+            calls_per_sec,
+            p50_ms: 0.1,
+            p90_ms: 0.2,
+            p99_ms: 0.3,
+            max_ms: 1.0,
+            mean_ms: 0.1,
+            client_cpu_pct: 10.0,
+            server_cpu_us_per_call: Some(40.0),
+            server_peak_rss_kib: None,
+        }
+    }
+
+    fn scenario(runs: Vec<LoadReport>) -> Scenario {
+        Scenario {
+            title: "t".to_owned(),
+            runs,
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn ratio_is_other_over_base_at_the_same_level() {
+        let base = scenario(vec![run(1, 100.0), run(64, 400.0)]);
+        let other = scenario(vec![run(1, 50.0), run(64, 300.0)]);
+        assert_eq!(throughput_ratio(&base, &other, 64), Some(0.75));
+        assert_eq!(throughput_ratio(&base, &other, 16), None);
+        assert_eq!(
+            throughput_ratio(&scenario(vec![run(1, 0.0)]), &other, 1),
+            None
+        );
+    }
+
+    #[test]
+    fn comparison_rows_pair_levels_both_sides_ran() {
+        let base = scenario(vec![run(1, 100.0), run(16, 200.0), run(64, 400.0)]);
+        let other = scenario(vec![run(1, 50.0), run(64, 300.0)]);
+        let mut md = String::new();
+        comparison_rows(&mut md, ("off", &base), ("on", &other));
+        let rows: Vec<&str> = md.lines().collect();
+        assert_eq!(rows.len(), 2);
+        assert!(
+            rows[0].starts_with("| on ÷ off | 1 | 100 | 50 | 0.50 |"),
+            "{}",
+            rows[0]
+        );
+        assert!(
+            rows[1].starts_with("| on ÷ off | 64 | 400 | 300 | 0.75 |"),
+            "{}",
+            rows[1]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::http::{Conn, Endpoint};
 use crate::load::{open_sessions, verified_call};
+use crate::mcp::{CallSpec, Era, Expect};
 use crate::process;
 
 #[derive(Debug, Clone)]
@@ -58,20 +59,16 @@ pub(crate) async fn run(cfg: &SoakConfig) -> Result<SoakReport> {
         bail!("rate and workers must be at least 1");
     }
     let endpoint = Endpoint::resolve(&cfg.url).await?;
-    let sessions = open_sessions(&endpoint, cfg.workers).await?;
-    let tool_json = serde_json::to_string(&cfg.tool)?;
+    let sessions = open_sessions(&endpoint, cfg.workers, Era::Legacy).await?;
+    let call = CallSpec::new(&cfg.tool, Expect::Echo)?;
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop_at = Instant::now() + cfg.duration;
     let period = Duration::from_secs_f64(cfg.workers as f64 / cfg.rate as f64);
     let mut workers = Vec::with_capacity(cfg.workers);
     for (w, session) in sessions.into_iter().enumerate() {
-        let (endpoint, tool_json, ok, errors) = (
-            endpoint.clone(),
-            tool_json.clone(),
-            ok.clone(),
-            errors.clone(),
-        );
+        let (endpoint, call, ok, errors) =
+            (endpoint.clone(), call.clone(), ok.clone(), errors.clone());
         workers.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -88,15 +85,8 @@ pub(crate) async fn run(cfg: &SoakConfig) -> Result<SoakReport> {
                     errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                match verified_call(
-                    c,
-                    &endpoint,
-                    &session,
-                    &tool_json,
-                    id,
-                    Duration::from_secs(30),
-                )
-                .await
+                match verified_call(c, &endpoint, &session, &call, id, Duration::from_secs(30))
+                    .await
                 {
                     Ok(true) => {
                         ok.fetch_add(1, Ordering::Relaxed);
