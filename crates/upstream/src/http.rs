@@ -208,6 +208,12 @@ pub(crate) async fn connect(
     });
     if let Some(info) = session.probe_modern().await {
         tracing::info!(upstream = %shared.name, "upstream speaks only 2026-07-28; calling it statelessly");
+        if let Some(params) = crate::modern::listen_params(&info.capabilities) {
+            let s = session.clone();
+            shared
+                .tracker
+                .spawn(async move { s.listen_loop(params).await });
+        }
         return Ok((session, info));
     }
     let info = session.initialize().await.map_err(|e| e.to_string())?;
@@ -756,7 +762,7 @@ impl HttpSession {
                     });
             }
             Ok(Message::Notification(n)) => {
-                if self.shared.cancel_inbound(&n) {
+                if self.shared.cancel_inbound(&n) || n.method == crate::modern::LISTEN_ACK {
                     return None;
                 }
                 let related = matches!(
@@ -877,6 +883,92 @@ impl HttpSession {
                 }
                 Err(e) => {
                     tracing::debug!(upstream = %self.shared.name, error = %e, "get stream failed");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.closed.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(GET_BACKOFF_MAX);
+        }
+    }
+
+    /// Keeps one `subscriptions/listen` stream open on a stateless upstream
+    /// until the session closes: the revision's replacement for the GET
+    /// stream, and the only way its list changes reach the gateway. What
+    /// arrives goes where a legacy upstream's unsolicited notifications go.
+    /// A dropped stream is reopened with backoff, and the list changes it
+    /// opted in to are then announced, since any may have been missed; a
+    /// server that refuses the request is not asked again.
+    async fn listen_loop(self: Arc<Self>, params: Box<RawValue>) {
+        let mut backoff = GET_BACKOFF_START;
+        let mut reopened = false;
+        let none: Option<Arc<dyn RequestContext>> = None;
+        let p = crate::modern::prepare("subscriptions/listen", Some(&params));
+        loop {
+            if self.closed.is_cancelled() {
+                return;
+            }
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let body = encode_request(&RequestId::Number(id), &p.method, Some(&p.params));
+            let send = tokio::time::timeout(
+                self.connect_timeout,
+                self.post_extra(body, false, Some(&p.headers)),
+            );
+            let resp = tokio::select! {
+                r = send => r,
+                _ = self.closed.cancelled() => return,
+            };
+            match resp {
+                Ok(Ok(r))
+                    if r.status() == StatusCode::OK
+                        && content_type(&r).starts_with("text/event-stream") =>
+                {
+                    if reopened {
+                        for method in crate::modern::listened_changes(&params) {
+                            self.shared.deliver(
+                                None,
+                                switchboard_protocol::Notification {
+                                    method: method.to_owned(),
+                                    params: None,
+                                },
+                            );
+                        }
+                    }
+                    reopened = true;
+                    let opened = Instant::now();
+                    let mut parser = SseParser::new(self.shared.max_bytes);
+                    match self.drain(r, &mut parser, Some(id), &none, None).await {
+                        Some(Err(CallError::Rpc { error, .. })) => {
+                            tracing::info!(upstream = %self.shared.name, error = %error.message, "upstream refused subscriptions/listen; its list changes are not followed");
+                            return;
+                        }
+                        Some(Err(_)) if self.closed.is_cancelled() => return,
+                        Some(outcome) => {
+                            tracing::debug!(upstream = %self.shared.name, ok = outcome.is_ok(), "upstream ended the listen stream");
+                        }
+                        None => {
+                            tracing::debug!(upstream = %self.shared.name, "listen stream dropped");
+                        }
+                    }
+                    if opened.elapsed() >= GET_BACKOFF_MAX {
+                        backoff = GET_BACKOFF_START;
+                    }
+                }
+                Ok(Ok(r)) => match self.read_response(r, id, None, None).await {
+                    Err(CallError::Rpc { error, .. }) => {
+                        tracing::info!(upstream = %self.shared.name, error = %error.message, "upstream refused subscriptions/listen; its list changes are not followed");
+                        return;
+                    }
+                    other => {
+                        tracing::debug!(upstream = %self.shared.name, ok = other.is_ok(), "listen request answered without a stream");
+                    }
+                },
+                Ok(Err(e)) => {
+                    tracing::debug!(upstream = %self.shared.name, error = %e, "listen request failed");
+                }
+                Err(_) => {
+                    tracing::debug!(upstream = %self.shared.name, "listen request timed out");
                 }
             }
             tokio::select! {

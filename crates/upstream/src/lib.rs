@@ -25,6 +25,10 @@
 //! - `stdio`, `http` (Streamable HTTP), `legacy` (HTTP+SSE): the transports.
 //! - `line`, `sse`: bounded incremental readers.
 //! - `handshake`: the `initialize` exchange.
+//! - `modern`: the stateless revision (2026-07-28): the era rule applied to
+//!   `server/discover` answers (HTTP and stdio alike), per-request `_meta`,
+//!   routing headers, and the `subscriptions/listen` filter through which a
+//!   stateless upstream's list changes reach the gateway's event path.
 //!
 //! # Invariants
 //! - Payloads stay raw JSON: params go out byte for byte, results come back as

@@ -8,9 +8,13 @@
 //! gateway relays to clients of either era, while a stateless call of the same
 //! tool could not. Only modern-only servers are called statelessly.
 //!
+//! stdio servers are probed the same way, before `initialize` (see
+//! `supervisor::probe_stdio`), and the same rule decides.
+//!
 //! A stateless call carries the revision, the client's capabilities and
-//! identity in `params._meta`, and the routing headers (`MCP-Protocol-Version`,
-//! `Mcp-Method`, `Mcp-Name`) that the server checks against the body.
+//! identity in `params._meta`, and over HTTP the routing headers
+//! (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`) that the server checks
+//! against the body; stdio has no headers, `_meta` alone says it all.
 
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -120,6 +124,16 @@ impl ParamHeaders {
     }
 }
 
+/// The method a stateless upstream is sent in place of `method`: `ping`
+/// became `server/discover`, which the revision keeps as its liveness probe.
+pub(crate) fn stateless_method(method: &str) -> &str {
+    if method == "ping" {
+        "server/discover"
+    } else {
+        method
+    }
+}
+
 pub(crate) fn prepare(method: &str, params: Option<&RawValue>) -> Prepared {
     prepare_with(method, params, &ParamHeaders::default())
 }
@@ -130,11 +144,7 @@ pub(crate) fn prepare_with(
     params: Option<&RawValue>,
     annotated: &ParamHeaders,
 ) -> Prepared {
-    let method = if method == "ping" {
-        "server/discover"
-    } else {
-        method
-    };
+    let method = stateless_method(method);
     let params = with_meta(params);
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -183,7 +193,7 @@ pub(crate) fn prepare_with(
 pub(crate) fn removed(method: &str) -> Option<switchboard_protocol::ErrorObject> {
     let instead = match method {
         "resources/subscribe" | "resources/unsubscribe" => {
-            "resource updates come through subscriptions/listen, which the gateway does not open on stateless upstreams yet"
+            "resource updates come through subscriptions/listen, where the gateway opts in to list changes only"
         }
         "logging/setLevel" => "stateless requests carry their log level in _meta",
         _ => return None,
@@ -192,6 +202,61 @@ pub(crate) fn removed(method: &str) -> Option<switchboard_protocol::ErrorObject>
         "reason": format!("the upstream speaks only 2026-07-28, which removed {method}: {instead}")
     })))
 }
+
+/// The list changes a server's capabilities say it announces, as they
+/// are named in a `subscriptions/listen` filter and in the notifications
+/// that follow: (filter key, notification method).
+const LIST_CHANGES: [(&str, &str, &str); 3] = [
+    (
+        "tools",
+        "toolsListChanged",
+        "notifications/tools/list_changed",
+    ),
+    (
+        "prompts",
+        "promptsListChanged",
+        "notifications/prompts/list_changed",
+    ),
+    (
+        "resources",
+        "resourcesListChanged",
+        "notifications/resources/list_changed",
+    ),
+];
+
+/// The `subscriptions/listen` params the gateway opens on a stateless
+/// upstream: every list change the server's capabilities announce (the
+/// gateway re-discovers its catalog on each). `None` when it announces none,
+/// so no stream is held open for nothing.
+pub(crate) fn listen_params(capabilities: &Value) -> Option<Box<RawValue>> {
+    let mut filter = Map::new();
+    for (capability, key, _) in LIST_CHANGES {
+        let announced = capabilities
+            .get(capability)
+            .and_then(|c| c.get("listChanged"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        if announced {
+            filter.insert(key.into(), Value::Bool(true));
+        }
+    }
+    (!filter.is_empty()).then(|| to_raw(&json!({ "notifications": filter })))
+}
+
+/// The list-change notifications a `subscriptions/listen` params value
+/// opted in to: what may have been missed while the stream was down.
+pub(crate) fn listened_changes(params: &RawValue) -> Vec<&'static str> {
+    let v: Value = serde_json::from_str(params.get()).unwrap_or(Value::Null);
+    LIST_CHANGES
+        .iter()
+        .filter(|(_, key, _)| v["notifications"][key] == Value::Bool(true))
+        .map(|(_, _, method)| *method)
+        .collect()
+}
+
+/// The acknowledgement that opens a `subscriptions/listen` stream; it
+/// concerns the stream, not the gateway's clients.
+pub(crate) const LISTEN_ACK: &str = "notifications/subscriptions/acknowledged";
 
 /// What a `server/discover` answer says about the server's era.
 #[derive(Debug)]
@@ -306,6 +371,19 @@ mod tests {
             .headers
             .keys()
             .any(|k| k.as_str().starts_with("mcp-param-")));
+    }
+
+    #[test]
+    fn the_listen_filter_asks_for_the_announced_list_changes_only() {
+        let caps = json!({"tools": {"listChanged": true}, "prompts": {}, "resources": {"listChanged": false}});
+        let params = listen_params(&caps).unwrap();
+        let v: Value = serde_json::from_str(params.get()).unwrap();
+        assert_eq!(v, json!({"notifications": {"toolsListChanged": true}}));
+        assert_eq!(
+            listened_changes(&params),
+            ["notifications/tools/list_changed"]
+        );
+        assert!(listen_params(&json!({"tools": {}})).is_none());
     }
 
     #[test]

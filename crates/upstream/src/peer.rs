@@ -7,7 +7,7 @@
 //! request that has a context.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +52,10 @@ pub(crate) struct Peer {
     /// Fired once the connection is lost; `close_reason` says why.
     closed: CancellationToken,
     close_reason: parking_lot::Mutex<Option<String>>,
+    /// The server speaks only the stateless revision (learned by the
+    /// `server/discover` probe before any other request): every request
+    /// carries its own `_meta` and there is no `initialize`.
+    modern: AtomicBool,
 }
 
 impl std::fmt::Debug for Peer {
@@ -75,6 +79,7 @@ impl Peer {
             out,
             closed: CancellationToken::new(),
             close_reason: parking_lot::Mutex::new(None),
+            modern: AtomicBool::new(false),
         });
         (peer, rx)
     }
@@ -88,6 +93,12 @@ impl Peer {
             .lock()
             .clone()
             .unwrap_or_else(|| "connection closed".into())
+    }
+
+    /// Switches the connection to stateless calls; set once, by the era
+    /// probe, before any request of the gateway's is sent.
+    pub(crate) fn set_modern(&self) {
+        self.modern.store(true, Ordering::Release);
     }
 
     /// Marks the connection lost and fails every pending request. The first
@@ -121,6 +132,18 @@ impl Peer {
         if self.closed.is_cancelled() {
             return Err(self.shared.unavailable(self.close_reason()));
         }
+        let (method, params) = if self.modern.load(Ordering::Acquire) {
+            if let Some(error) = crate::modern::removed(method) {
+                return Err(CallError::Rpc {
+                    upstream: self.shared.name.clone(),
+                    error,
+                });
+            }
+            let params = crate::modern::with_meta(params.as_deref());
+            (crate::modern::stateless_method(method), Some(params))
+        } else {
+            (method, params)
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         let token = progress_token(params.as_deref(), true);
@@ -193,6 +216,26 @@ impl Peer {
         }
     }
 
+    /// Opens a `subscriptions/listen` stream on a stateless server. Its
+    /// notifications arrive on the one channel like any unsolicited ones;
+    /// its final response (sent only if the server tears the subscription
+    /// down) finds no pending entry and is dropped. It lives as long as the
+    /// connection, so it takes no slot among the pending requests.
+    pub(crate) async fn listen(&self, params: &RawValue) -> Result<(), CallError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let params = crate::modern::with_meta(Some(params));
+        let bytes = encode_request(
+            &RequestId::Number(id),
+            "subscriptions/listen",
+            Some(&params),
+        );
+        match tokio::time::timeout(NOTIFY_TIMEOUT, self.out.send(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.shared.unavailable(self.close_reason())),
+            Err(_) => Err(self.shared.unavailable("outgoing queue full")),
+        }
+    }
+
     /// Fails one pending request (e.g. its response was too large).
     pub(crate) fn fail(&self, id: i64, error: CallError) -> bool {
         match self.pending.lock().remove(&id) {
@@ -254,7 +297,7 @@ impl Peer {
     }
 
     fn route_notification(&self, n: Notification) {
-        if self.shared.cancel_inbound(&n) {
+        if self.shared.cancel_inbound(&n) || n.method == crate::modern::LISTEN_ACK {
             return;
         }
         let context = match n.method.as_str() {
@@ -417,6 +460,69 @@ mod tests {
             matches!(err, CallError::Timeout { after, .. } if after == MS * 300),
             "{err:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_stateless_peer_sends_meta_in_every_request_and_no_ping() {
+        let (peer, mut wire) = test_peer();
+        peer.set_modern();
+        let refused = peer
+            .request(
+                "resources/subscribe",
+                Some(to_raw(&serde_json::json!({"uri": "test://a"}))),
+                None,
+                &CancellationToken::new(),
+                Budget::fixed(Duration::from_secs(10)),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, CallError::Rpc { .. }), "{refused:?}");
+        let server = peer.clone();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let Some(bytes) = wire.recv().await else {
+                    return;
+                };
+                let Ok(Message::Request(request)) = decode_message(&bytes) else {
+                    panic!("expected a request");
+                };
+                let params: serde_json::Value =
+                    serde_json::from_str(request.params.as_deref().unwrap().get()).unwrap();
+                let answer = serde_json::json!({
+                    "method": request.method,
+                    "version": params["_meta"]["io.modelcontextprotocol/protocolVersion"],
+                    "token": params["_meta"]["progressToken"],
+                });
+                server.handle_message(&encode_result(&request.id, &to_raw(&answer)));
+            }
+        });
+        let ping = peer
+            .request(
+                "ping",
+                None,
+                None,
+                &CancellationToken::new(),
+                Budget::fixed(Duration::from_secs(10)),
+            )
+            .await
+            .unwrap();
+        let ping: serde_json::Value = serde_json::from_str(ping.get()).unwrap();
+        assert_eq!(ping["method"], "server/discover");
+        assert_eq!(ping["version"], "2026-07-28");
+        let call = peer
+            .request(
+                "tools/call",
+                with_token("mine"),
+                None,
+                &CancellationToken::new(),
+                Budget::fixed(Duration::from_secs(10)),
+            )
+            .await
+            .unwrap();
+        let call: serde_json::Value = serde_json::from_str(call.get()).unwrap();
+        assert_eq!(call["method"], "tools/call");
+        assert_eq!(call["version"], "2026-07-28");
+        assert_eq!(call["token"], "mine");
     }
 
     #[tokio::test(start_paused = true)]

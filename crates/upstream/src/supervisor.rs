@@ -207,16 +207,7 @@ async fn connect(inner: &Inner) -> Result<(Link, ServerInfo), String> {
     let timeout = inner.config.connect_timeout;
     let attempt = async {
         match &inner.config.transport {
-            TransportConfig::Stdio(cfg) => {
-                let link = stdio::spawn(shared, cfg)?;
-                match peer_handshake(&link.peer, timeout).await {
-                    Ok(info) => Ok((Link::Stdio(Box::new(link)), info)),
-                    Err(e) => {
-                        link.stop().await;
-                        Err(e)
-                    }
-                }
-            }
+            TransportConfig::Stdio(cfg) => connect_stdio(shared, cfg, timeout).await,
             TransportConfig::StreamableHttp(cfg) => {
                 let (session, info) = http::connect(shared, cfg, timeout).await?;
                 Ok((Link::Http(session), info))
@@ -241,6 +232,77 @@ async fn connect(inner: &Inner) -> Result<(Link, ServerInfo), String> {
                 timeout.as_millis()
             ))
         })
+}
+
+/// Spawns a stdio server and learns its era: `server/discover` first, then
+/// `initialize` unless the server speaks only the stateless revision.
+///
+/// A legacy server may not survive a request before `initialize` (some SDKs
+/// end the process on it); when the process is gone after the probe, a fresh
+/// one is spawned and goes straight to `initialize`.
+async fn connect_stdio(
+    shared: &Arc<crate::route::Shared>,
+    cfg: &switchboard_config::StdioConfig,
+    timeout: Duration,
+) -> Result<(Link, ServerInfo), String> {
+    let link = stdio::spawn(shared, cfg)?;
+    // Half the window, so that a legacy server that ignores the probe
+    // still has time for the handshake.
+    if let Some(info) = probe_stdio(&link.peer, timeout / 2).await {
+        tracing::info!(upstream = %shared.name, "upstream speaks only 2026-07-28; calling it statelessly");
+        // Its list changes come only on a listen stream; the stream ends
+        // with the process, and the next process opens its own.
+        if let Some(params) = crate::modern::listen_params(&info.capabilities) {
+            if let Err(e) = link.peer.listen(&params).await {
+                tracing::debug!(upstream = %shared.name, error = %e, "cannot open subscriptions/listen");
+            }
+        }
+        return Ok((Link::Stdio(Box::new(link)), info));
+    }
+    let mut link = link;
+    // At most one respawn, so at most two handshakes.
+    let mut respawned = false;
+    loop {
+        if !respawned && link.peer.closed().is_cancelled() {
+            tracing::debug!(upstream = %shared.name, reason = %link.peer.close_reason(), "the process ended after the era probe; starting it again for initialize");
+            link.stop().await;
+            link = stdio::spawn(shared, cfg)?;
+            respawned = true;
+        }
+        match peer_handshake(&link.peer, timeout).await {
+            Ok(info) => return Ok((Link::Stdio(Box::new(link)), info)),
+            Err(e) if respawned || !link.peer.closed().is_cancelled() => {
+                link.stop().await;
+                return Err(e);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Asks a stdio server `server/discover` with the stateless `_meta`; `Some`
+/// (and the peer switched to stateless calls) when it speaks only
+/// 2026-07-28. Errors, timeouts and dual-era or legacy answers are `None`,
+/// by the same rule as for HTTP upstreams (`modern::parse_discover`).
+async fn probe_stdio(peer: &Arc<Peer>, window: Duration) -> Option<ServerInfo> {
+    let params = crate::modern::with_meta(None);
+    let result = peer
+        .request(
+            "server/discover",
+            Some(params),
+            None,
+            &CancellationToken::new(),
+            Budget::fixed(window),
+        )
+        .await
+        .ok()?;
+    match crate::modern::parse_discover(&result) {
+        crate::modern::Discovered::Modern(info) => {
+            peer.set_modern();
+            Some(info)
+        }
+        crate::modern::Discovered::Dual | crate::modern::Discovered::Legacy => None,
+    }
 }
 
 /// `initialize` then `notifications/initialized` over a message channel.

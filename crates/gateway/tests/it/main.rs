@@ -11,6 +11,7 @@ mod federation;
 mod fuzz_input;
 mod fuzz_regressions;
 mod headers;
+mod modern_upstream;
 mod observability;
 mod pool;
 mod relay;

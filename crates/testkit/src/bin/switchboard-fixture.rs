@@ -45,8 +45,8 @@ async fn run(args: Args) -> Result<(), TestkitError> {
                 stateless: false,
                 json_response: false,
             };
-            let era = args.era;
-            serve::serve_http(move || Fixture::with_era(era), options).await
+            let server = Fixture::with_era(args.era);
+            serve::serve_http(move || server.new_session(), options).await
         }
     }
 }

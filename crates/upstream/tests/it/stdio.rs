@@ -262,7 +262,7 @@ async fn stdio_shutdown_stops_everything_and_is_idempotent() {
 #[tokio::test]
 async fn stdio_shutdown_kills_a_server_that_ignores_stdin_close_and_sigterm() {
     // Ignores SIGTERM and EOF; only SIGKILL ends it. Answers initialize first.
-    let script = r#"trap '' TERM; read l; echo '{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{}}}'; while true; do sleep 1; done"#;
+    let script = r#"trap '' TERM; read l; echo '{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"Method not found"}}'; read l; echo '{"jsonrpc":"2.0","id":2,"result":{"protocolVersion":"2025-06-18","capabilities":{}}}'; while true; do sleep 1; done"#;
     let (up, _events) = started(shell("stubborn", script)).await;
     tokio::time::timeout(Duration::from_secs(15), up.shutdown())
         .await
@@ -272,7 +272,7 @@ async fn stdio_shutdown_kills_a_server_that_ignores_stdin_close_and_sigterm() {
 
 #[tokio::test]
 async fn stdio_an_unsupported_protocol_version_is_down_with_a_clear_error() {
-    let script = r#"read l; echo '{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2099-01-01","capabilities":{}}}'; sleep 30"#;
+    let script = r#"read l; echo '{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"Method not found"}}'; read l; echo '{"jsonrpc":"2.0","id":2,"result":{"protocolVersion":"2099-01-01","capabilities":{}}}'; sleep 30"#;
     let (tx, _rx) = mpsc::channel(16);
     let up = Upstream::start(shell("future", script), tx);
     let err = up.ready(SOON).await.unwrap_err();
@@ -307,16 +307,18 @@ async fn stdio_a_missing_program_is_down_naming_the_program() {
 
 #[tokio::test]
 async fn stdio_garbage_and_unknown_ids_on_stdout_do_not_break_the_connection() {
-    // Answers initialize, then prints junk, an oversized line without an id
-    // and a response for an id nobody asked, then answers ping-like request 3.
+    // Answers the era probe as a legacy server does, and initialize, then
+    // prints junk, an oversized line without an id and a response for an id
+    // nobody asked, then answers request 3.
     let script = r#"
-read l; echo '{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{}}}'
+read l; echo '{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"Method not found"}}'
+read l; echo '{"jsonrpc":"2.0","id":2,"result":{"protocolVersion":"2025-06-18","capabilities":{}}}'
 read l
 read l
 echo 'not json'
 echo '{"jsonrpc":"2.0","id":999,"result":{}}'
 head -c 200000 /dev/zero | tr '\0' 'x'; echo
-echo '{"jsonrpc":"2.0","id":2,"result":{"ok":true}}'
+echo '{"jsonrpc":"2.0","id":3,"result":{"ok":true}}'
 sleep 30"#;
     let mut cfg = shell("junk", script);
     cfg.max_response_bytes = 4096;
@@ -332,7 +334,7 @@ sleep 30"#;
 /// A server that starts a grandchild and writes both pids to `dir`.
 fn family(dir: &std::path::Path) -> UpstreamConfig {
     let script = format!(
-        r#"sleep 300 & echo $! > {d}/grandchild; echo $$ > {d}/child; read l; echo '{{"jsonrpc":"2.0","id":1,"result":{{"protocolVersion":"2025-06-18","capabilities":{{}}}}}}'; while true; do sleep 1; done"#,
+        r#"sleep 300 & echo $! > {d}/grandchild; echo $$ > {d}/child; read l; echo '{{"jsonrpc":"2.0","id":1,"error":{{"code":-32601,"message":"Method not found"}}}}'; read l; echo '{{"jsonrpc":"2.0","id":2,"result":{{"protocolVersion":"2025-06-18","capabilities":{{}}}}}}'; while true; do sleep 1; done"#,
         d = dir.display()
     );
     shell("family", &script)
@@ -410,14 +412,15 @@ impl switchboard_upstream::RequestContext for Hanging {
 #[tokio::test]
 async fn stdio_a_server_cancelling_its_own_request_stops_the_client_side_call() {
     let script = r#"
-read l; echo '{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{}}}'
+read l; echo '{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"Method not found"}}'
+read l; echo '{"jsonrpc":"2.0","id":2,"result":{"protocolVersion":"2025-06-18","capabilities":{}}}'
 read l
 read l
 echo '{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}'
 sleep 0.3
 echo '{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"s1"}}'
 sleep 0.3
-echo '{"jsonrpc":"2.0","id":2,"result":{"done":true}}'
+echo '{"jsonrpc":"2.0","id":3,"result":{"done":true}}'
 sleep 30"#;
     let (up, _events) = started(shell("withdraws", script)).await;
     let ctx = std::sync::Arc::new(Hanging::default());
@@ -435,5 +438,60 @@ sleep 30"#;
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    up.shutdown().await;
+}
+
+#[tokio::test]
+async fn stdio_a_modern_only_server_is_called_statelessly_without_initialize() {
+    // Answers server/discover with the stateless revision only, then
+    // answers the next request with "stateless" only if it is tools/list
+    // carrying the revision in _meta (an initialize would get "handshake").
+    let script = r#"
+read l; echo '{"jsonrpc":"2.0","id":1,"result":{"supportedVersions":["2026-07-28"],"capabilities":{"tools":{}},"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"m","version":"1"}}}}'
+read l
+case "$l" in
+  *'"tools/list"'*'"io.modelcontextprotocol/protocolVersion":"2026-07-28"'*) echo '{"jsonrpc":"2.0","id":2,"result":{"tools":[],"era":"stateless"}}' ;;
+  *) echo '{"jsonrpc":"2.0","id":2,"result":{"era":"handshake"}}' ;;
+esac
+sleep 30"#;
+    let (up, _events) = started(shell("modern", script)).await;
+    let Status::Ready(info) = up.status() else {
+        panic!("not ready: {:?}", up.status())
+    };
+    assert_eq!(info.protocol_version, "2026-07-28");
+    assert_eq!(info.server_info["name"], "m");
+    let result = up
+        .request("tools/list", None, CallOptions::default())
+        .await
+        .unwrap();
+    let result: serde_json::Value = serde_json::from_str(result.get()).unwrap();
+    assert_eq!(result["era"], "stateless", "{result}");
+    up.shutdown().await;
+}
+
+#[tokio::test]
+async fn stdio_a_legacy_server_that_exits_on_the_era_probe_is_started_again_for_initialize() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("probed");
+    // The first process dies on the probe; the next one only handshakes.
+    let script = format!(
+        r#"
+if [ ! -e '{mark}' ]; then touch '{mark}'; read l; exit 1; fi
+read l; echo '{{"jsonrpc":"2.0","id":1,"result":{{"protocolVersion":"2025-06-18","capabilities":{{}},"serverInfo":{{"name":"second"}}}}}}'
+read l
+sleep 30"#,
+        mark = mark.display()
+    );
+    let (up, _events) = started(shell("fragile", &script)).await;
+    let Status::Ready(info) = up.status() else {
+        panic!("not ready: {:?}", up.status())
+    };
+    assert_eq!(info.protocol_version, "2025-06-18");
+    assert_eq!(info.server_info["name"], "second");
+    assert_eq!(
+        up.health_stats().restarts,
+        0,
+        "a respawn for the handshake is not a restart"
+    );
     up.shutdown().await;
 }
