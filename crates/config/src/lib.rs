@@ -13,6 +13,7 @@
 //! - No network or process IO; only reads the config file and `${file:}` secrets.
 //! - Secrets are [`Secret`]s: their `Debug`/`Display` never show the value.
 
+mod cache;
 mod error;
 mod interpolate;
 mod load;

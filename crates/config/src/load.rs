@@ -140,6 +140,11 @@ impl Validator<'_> {
         }
     }
 
+    /// An environment variable (overrides such as `REDIS_URL`).
+    pub(crate) fn env(&self, name: &str) -> Option<String> {
+        (self.ctx.env)(name)
+    }
+
     pub(crate) fn interp(
         &self,
         at: usize,
@@ -282,6 +287,7 @@ fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, Con
     let security = crate::security::security(&v, raw.security)?;
     let store = store(&v, raw.store)?;
     let audit = audit(&v, raw.audit)?;
+    let cache = crate::cache::cache(&v, raw.cache)?;
     Ok(Config {
         server,
         upstreams,
@@ -289,6 +295,7 @@ fn parse_with(text: &str, origin: &str, ctx: &Context<'_>) -> Result<Config, Con
         security,
         store,
         audit,
+        cache,
         origin: origin.to_owned(),
     })
 }
@@ -805,6 +812,21 @@ pub(crate) fn parse_for_test(text: &str) -> Result<Config, ConfigError> {
         "test.toml",
         &Context {
             env: &env,
+            self_exe: "/usr/bin/switchboard",
+        },
+    )
+}
+
+#[cfg(test)]
+pub(crate) fn parse_with_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    parse_with(
+        text,
+        "test.toml",
+        &Context {
+            env,
             self_exe: "/usr/bin/switchboard",
         },
     )

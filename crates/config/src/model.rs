@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::cache::{CacheBackend, CacheConfig, RedisCacheConfig};
 pub use crate::security::{
     AuthConfig, JwtConfig, PinningPolicy, ResourceConfig, SecurityConfig, UpstreamOAuthConfig,
 };
@@ -77,6 +78,7 @@ pub struct Config {
     pub security: SecurityConfig,
     pub store: StoreConfig,
     pub audit: AuditConfig,
+    pub cache: CacheConfig,
     /// Where the configuration came from, for reports and logs.
     pub origin: String,
 }

@@ -19,6 +19,8 @@ pub(crate) struct RawConfig {
     pub(crate) store: RawStore,
     #[serde(default)]
     pub(crate) audit: RawAudit,
+    #[serde(default)]
+    pub(crate) cache: crate::cache::RawCacheBackend,
 }
 
 #[derive(Debug, Default, Deserialize)]

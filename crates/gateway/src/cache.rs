@@ -15,7 +15,7 @@ use switchboard_protocol::RawValue;
 use tokio::time::Instant;
 
 /// How long past its TTL an entry is kept as a fallback.
-const STALE_WINDOW: Duration = Duration::from_secs(15 * 60);
+pub(crate) const STALE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Arguments larger than this are not used as cache keys.
 const MAX_KEY_BYTES: usize = 64 * 1024;
 /// `_meta` key that marks a result served from cache past its TTL.
@@ -36,6 +36,21 @@ impl Cached {
             stored_at: Instant::now(),
             ttl,
         }
+    }
+
+    /// An entry stored `age` ago elsewhere (a shared cache), so freshness
+    /// and the stale mark count from when it was stored, not when it was read.
+    pub(crate) fn aged(value: Box<RawValue>, ttl: Duration, age: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            value: Arc::from(value),
+            stored_at: now.checked_sub(age).unwrap_or(now),
+            ttl,
+        }
+    }
+
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     pub(crate) fn is_fresh(&self) -> bool {

@@ -21,6 +21,7 @@
 mod admin;
 mod authn;
 mod cache;
+mod cache_redis;
 mod catalog;
 mod dispatch;
 mod govern;
@@ -47,6 +48,7 @@ use tokio::net::TcpListener;
 pub use authn::AuthSetupError;
 pub use state::UpstreamReport;
 pub use switchboard_upstream::Status as UpstreamStatus;
+pub use cache_redis::CacheSetupError;
 pub use tls::TlsError;
 
 /// What the gateway uses beyond its config: the store (API keys, pins,
@@ -73,6 +75,8 @@ pub enum GatewayError {
     /// The message names the file at fault.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Cache(#[from] CacheSetupError),
 }
 
 /// A running gateway.

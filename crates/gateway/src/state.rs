@@ -165,7 +165,7 @@ impl Shared {
             tasks: TaskTracker::new(),
             metrics: Metrics::new(MetricsConfig::default()),
             limiter,
-            cache: Arc::new(crate::cache::MemoryCache::new(CACHE_BYTES)),
+            cache: crate::cache_redis::build(&config.cache, CACHE_BYTES)?,
             protection,
             was_down: Mutex::new(vec![false; n]),
             restarts: (0..n)

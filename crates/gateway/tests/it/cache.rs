@@ -130,3 +130,37 @@ async fn a_resource_update_invalidates_its_cached_read() {
     assert!(invalidated, "the update did not invalidate the cached read");
     gw.stop().await;
 }
+
+/// Two replicas behind one Redis (`[cache] backend = "redis"`): an answer
+/// cached by one is served by the other without calling its upstream.
+#[tokio::test]
+async fn a_tool_answer_cached_by_one_gateway_is_served_by_another_sharing_redis() {
+    let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_else(|_| {
+        panic!("SWITCHBOARD_TEST_REDIS_URL is not set: run `scripts/services.sh start` and export what it prints (scripts/test.sh does)")
+    });
+    let toml = format!(
+        "[cache]\nbackend = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"sbtest:it:{:016x}:\"\n{}",
+        rand::random::<u64>(),
+        fake_stdio("a", "cache = { ttl = \"60s\", tools = [\"call_count\"] }"),
+    );
+    let (a, b) = (TestGateway::start(&toml).await, TestGateway::start(&toml).await);
+    let ca = Client::connect(&a.url(), "2025-11-25", json!({})).await;
+    let cb = Client::connect(&b.url(), "2025-11-25", json!({})).await;
+    // Each gateway runs its own upstream process; B's has counted more
+    // calls, so its own answer would differ from A's.
+    for id in 1..=3 {
+        cb.tool(id, "a__echo", json!({"text": "x"})).await.result();
+    }
+    let from_a = text(&ca.tool(1, "a__call_count", json!({})).await);
+    let from_b = text(&cb.tool(4, "a__call_count", json!({})).await);
+    assert_eq!(
+        from_b, from_a,
+        "gateway B called its upstream instead of serving A's cached answer"
+    );
+    let hits = r#"cache_hits_total{cache="tool_result"}"#;
+    let misses = r#"cache_misses_total{cache="tool_result"}"#;
+    assert_eq!((metric(&a, hits).await, metric(&a, misses).await), (0, 1));
+    assert_eq!((metric(&b, hits).await, metric(&b, misses).await), (1, 0));
+    a.stop().await;
+    b.stop().await;
+}
