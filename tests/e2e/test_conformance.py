@@ -13,6 +13,9 @@ Targets:
                           gateway /mcp, fixture with --era modern (2026-07-28 only) as the
                           upstream (HTTP): the gateway calls it statelessly, so legacy suites
                           measure legacy client -> modern upstream translation
+  gateway-fixture-modern-stdio
+                          the same over stdio: the gateway learns the era with server/discover
+                          before initialize and calls the fixture statelessly (`_meta` only)
 
 Suites:
   v0116-active            conformance 0.1.16, active suite
@@ -63,7 +66,13 @@ SUITES: dict[str, tuple[str, list[str]]] = {
         ["--requirements", "2026-07-28", "--timeout", "20000"],
     ),
 }
-TARGETS = ["fixture-direct", "gateway-fixture-stdio", "gateway-fixture-http", "gateway-fixture-modern-http"]
+TARGETS = [
+    "fixture-direct",
+    "gateway-fixture-stdio",
+    "gateway-fixture-http",
+    "gateway-fixture-modern-http",
+    "gateway-fixture-modern-stdio",
+]
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SCENARIO_LINE = re.compile(r"^\s*([✓✗])\s+(\S+?):\s+(\d+) passed, (\d+) failed\s*$")
@@ -142,6 +151,12 @@ def target_url(target: str, env: Env, pm: ProcessManager, switchboard: Path, fix
             env={"RUST_LOG": "info"},
         )
         up = {"name": "fixture", "url": f"http://127.0.0.1:{port}/mcp", "prefix": "never"}
+    elif target == "gateway-fixture-modern-stdio":
+        up = {
+            "name": "fixture",
+            "command": [str(fixture), "--transport", "stdio", "--era", "modern"],
+            "prefix": "never",
+        }
     else:  # pragma: no cover
         raise ValueError(target)
     gw = start_gateway(pm, switchboard, workdir, [up])
