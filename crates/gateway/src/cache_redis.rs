@@ -145,9 +145,7 @@ impl RedisCache {
         };
         {
             let mut attempt = self.link.attempt.lock();
-            let recent = attempt
-                .last
-                .is_some_and(|t| t.elapsed() < CONNECT_INTERVAL);
+            let recent = attempt.last.is_some_and(|t| t.elapsed() < CONNECT_INTERVAL);
             if attempt.running || recent {
                 return;
             }
@@ -239,9 +237,8 @@ impl ResponseCache for RedisCache {
         let key = self.key(key);
         let mut pipe = redis::pipe();
         pipe.atomic().get(&key).pttl(&key);
-        let (bytes, pttl): (Option<Vec<u8>>, i64) = self
-            .bounded("get", pipe.query_async(&mut conn))
-            .await?;
+        let (bytes, pttl): (Option<Vec<u8>>, i64) =
+            self.bounded("get", pipe.query_async(&mut conn)).await?;
         self.decode(&bytes?, pttl)
     }
 
@@ -278,9 +275,7 @@ impl ResponseCache for RedisCache {
         };
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.key(key));
-        let _: Option<()> = self
-            .bounded("invalidate", cmd.query_async(&mut conn))
-            .await;
+        let _: Option<()> = self.bounded("invalidate", cmd.query_async(&mut conn)).await;
     }
 }
 
@@ -376,8 +371,10 @@ mod tests {
     }
 
     fn answer(text: &str) -> Box<RawValue> {
-        RawValue::from_string(format!(r#"{{"content":[{{"type":"text","text":"{text}"}}]}}"#))
-            .unwrap()
+        RawValue::from_string(format!(
+            r#"{{"content":[{{"type":"text","text":"{text}"}}]}}"#
+        ))
+        .unwrap()
     }
 
     #[tokio::test]
@@ -385,8 +382,11 @@ mod tests {
         let p = prefix("share");
         let (a, b) = (replica(&p).await, replica(&p).await);
         assert!(b.get("k").await.is_none());
-        a.put("k".into(), Cached::new(&answer("x"), Duration::from_secs(60)))
-            .await;
+        a.put(
+            "k".into(),
+            Cached::new(&answer("x"), Duration::from_secs(60)),
+        )
+        .await;
         let e = b.get("k").await.expect("entry put by the other replica");
         assert_eq!(e.value.get(), answer("x").get());
         assert!(e.is_fresh());
@@ -398,8 +398,11 @@ mod tests {
     async fn an_entry_turns_stale_after_its_ttl_and_is_kept_for_the_stale_window() {
         let p = prefix("stale");
         let (a, b) = (replica(&p).await, replica(&p).await);
-        a.put("k".into(), Cached::new(&answer("x"), Duration::from_millis(200)))
-            .await;
+        a.put(
+            "k".into(),
+            Cached::new(&answer("x"), Duration::from_millis(200)),
+        )
+        .await;
         assert!(b.get("k").await.expect("stored").is_fresh());
         let mut stale = None;
         for _ in 0..100 {
@@ -428,8 +431,11 @@ mod tests {
     async fn an_invalidation_on_one_replica_is_seen_by_the_other() {
         let p = prefix("invalidate");
         let (a, b) = (replica(&p).await, replica(&p).await);
-        a.put("k".into(), Cached::new(&answer("x"), Duration::from_secs(60)))
-            .await;
+        a.put(
+            "k".into(),
+            Cached::new(&answer("x"), Duration::from_secs(60)),
+        )
+        .await;
         assert!(b.get("k").await.is_some());
         b.invalidate("k").await;
         assert!(a.get("k").await.is_none());
@@ -486,8 +492,11 @@ mod tests {
         c.put("big".into(), Cached::new(&big, Duration::from_secs(60)))
             .await;
         assert!(c.get("big").await.is_none());
-        c.put("small".into(), Cached::new(&answer("a"), Duration::from_secs(60)))
-            .await;
+        c.put(
+            "small".into(),
+            Cached::new(&answer("a"), Duration::from_secs(60)),
+        )
+        .await;
         assert!(c.get("small").await.is_some());
     }
 
@@ -499,7 +508,10 @@ mod tests {
         for _ in 0..3 {
             tokio::time::timeout(
                 guard,
-                c.put("k".into(), Cached::new(&answer("x"), Duration::from_secs(60))),
+                c.put(
+                    "k".into(),
+                    Cached::new(&answer("x"), Duration::from_secs(60)),
+                ),
             )
             .await
             .expect("put stalled");
@@ -539,7 +551,10 @@ mod tests {
         assert!(got.expect("get stalled").is_none());
         tokio::time::timeout(
             guard,
-            c.put("k".into(), Cached::new(&answer("x"), Duration::from_secs(60))),
+            c.put(
+                "k".into(),
+                Cached::new(&answer("x"), Duration::from_secs(60)),
+            ),
         )
         .await
         .expect("put stalled");
