@@ -157,7 +157,10 @@ impl RedisCache {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(OP_TIMEOUT)
-            .set_number_of_retries(1)
+            // One attempt each time, no backoff sleeps inside a call: this
+            // module paces the first connection (CONNECT_INTERVAL), and once
+            // connected the manager reconnects when a command fails.
+            .set_number_of_retries(0)
             .set_max_delay(1000);
         runtime.spawn(async move {
             let made = tokio::time::timeout(
@@ -165,15 +168,23 @@ impl RedisCache {
                 ConnectionManager::new_with_config(client, config),
             )
             .await;
+            // `running` is cleared before waiters are woken, so a waiter
+            // that saw it set is sure to be woken.
+            link.attempt.lock().running = false;
             match made {
                 Ok(Ok(manager)) => {
                     tracing::info!("connected to the redis response cache");
                     link.tx.send_replace(Some(manager));
                 }
-                Ok(Err(e)) => link.errors.record("connect", &e),
-                Err(_) => link.errors.record("connect", &"timed out"),
+                Ok(Err(e)) => {
+                    link.errors.record("connect", &e);
+                    link.tx.send_modify(|_| ());
+                }
+                Err(_) => {
+                    link.errors.record("connect", &"timed out");
+                    link.tx.send_modify(|_| ());
+                }
             }
-            link.attempt.lock().running = false;
         });
     }
 
@@ -183,13 +194,16 @@ impl RedisCache {
             return Some(m.clone());
         }
         self.connect_in_background();
+        // Wait for the attempt under way to end, whichever way it ends.
+        let mut rx = self.conn.clone();
+        if let Some(m) = rx.borrow_and_update().as_ref() {
+            return Some(m.clone());
+        }
         if !self.link.attempt.lock().running {
             return None;
         }
-        let mut rx = self.conn.clone();
-        let waited = tokio::time::timeout(OP_TIMEOUT, rx.wait_for(Option::is_some)).await;
-        match waited {
-            Ok(Ok(m)) => m.clone(),
+        match tokio::time::timeout(OP_TIMEOUT, rx.changed()).await {
+            Ok(Ok(())) => rx.borrow().clone(),
             _ => None,
         }
     }
@@ -522,7 +536,7 @@ mod tests {
                 .expect("invalidate stalled");
         }
         // The connect attempt failed and was counted.
-        for _ in 0..200 {
+        for _ in 0..1000 {
             if c.errors() > 0 {
                 return;
             }
