@@ -121,7 +121,9 @@ pub(crate) fn cache(v: &Validator<'_>, c: RawCacheBackend) -> Result<CacheConfig
                 return Err(v.err(
                     Some(p.span().start),
                     "cache.key_prefix",
-                    format!("must be 1 to {MAX_KEY_PREFIX} printable characters, e.g. \"switchboard:\""),
+                    format!(
+                        "must be 1 to {MAX_KEY_PREFIX} printable characters, e.g. \"switchboard:\""
+                    ),
                 ));
             }
             s.clone()
@@ -204,7 +206,10 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(r.url.expose(), "redis://:t0k@10.0.0.5:6379/2");
-        assert!(!format!("{r:?}").contains("t0k"), "the url leaks into Debug");
+        assert!(
+            !format!("{r:?}").contains("t0k"),
+            "the url leaks into Debug"
+        );
         assert_eq!(r.key_prefix, "sb-prod:");
         assert_eq!(r.max_entry_bytes, 256 * 1024);
         let r = redis(check("[cache]\nbackend = \"redis\"\nmax_entry_bytes = 4096").unwrap());
@@ -227,20 +232,47 @@ mod tests {
         let msg = parse_with_env("[cache]\nbackend = \"redis\"", &env)
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("REDIS_URL") && msg.contains("\"http\""), "{msg}");
+        assert!(
+            msg.contains("REDIS_URL") && msg.contains("\"http\""),
+            "{msg}"
+        );
     }
 
     #[test]
     fn errors_name_the_file_line_and_field() {
         let cases: &[(&str, &[&str])] = &[
-            ("[cache]\nbackend = \"memcached\"", &["test.toml:2", "cache.backend", "\"redis\""]),
-            ("[cache]\nbackend = \"redis\"\nurl = \"http://x/\"", &["test.toml:3", "cache.url", "\"http\"", "redis://"]),
-            ("[cache]\nbackend = \"redis\"\nurl = \"${env:MISSING}\"", &["test.toml:3", "cache.url", "MISSING is not set"]),
-            ("[cache]\nbackend = \"redis\"\nkey_prefix = \"\"", &["test.toml:3", "cache.key_prefix", "printable"]),
-            ("[cache]\nbackend = \"redis\"\nmax_entry_bytes = \"lots\"", &["test.toml:3", "cache.max_entry_bytes", "not a byte size"]),
-            ("[cache]\nbackend = \"redis\"\nmax_entry_bytes = 10", &["test.toml:3", "cache.max_entry_bytes", "1 KiB"]),
-            ("[cache]\nurl = \"redis://x/0\"", &["test.toml:2", "cache.url", "redis\" only"]),
-            ("[cache]\nbackend = \"redis\"\nttl = \"5s\"", &["unknown field", "ttl"]),
+            (
+                "[cache]\nbackend = \"memcached\"",
+                &["test.toml:2", "cache.backend", "\"redis\""],
+            ),
+            (
+                "[cache]\nbackend = \"redis\"\nurl = \"http://x/\"",
+                &["test.toml:3", "cache.url", "\"http\"", "redis://"],
+            ),
+            (
+                "[cache]\nbackend = \"redis\"\nurl = \"${env:MISSING}\"",
+                &["test.toml:3", "cache.url", "MISSING is not set"],
+            ),
+            (
+                "[cache]\nbackend = \"redis\"\nkey_prefix = \"\"",
+                &["test.toml:3", "cache.key_prefix", "printable"],
+            ),
+            (
+                "[cache]\nbackend = \"redis\"\nmax_entry_bytes = \"lots\"",
+                &["test.toml:3", "cache.max_entry_bytes", "not a byte size"],
+            ),
+            (
+                "[cache]\nbackend = \"redis\"\nmax_entry_bytes = 10",
+                &["test.toml:3", "cache.max_entry_bytes", "1 KiB"],
+            ),
+            (
+                "[cache]\nurl = \"redis://x/0\"",
+                &["test.toml:2", "cache.url", "redis\" only"],
+            ),
+            (
+                "[cache]\nbackend = \"redis\"\nttl = \"5s\"",
+                &["unknown field", "ttl"],
+            ),
         ];
         for (text, needles) in cases {
             let msg = check(text).unwrap_err().to_string();

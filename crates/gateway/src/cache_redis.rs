@@ -145,9 +145,7 @@ impl RedisCache {
         };
         {
             let mut attempt = self.link.attempt.lock();
-            let recent = attempt
-                .last
-                .is_some_and(|t| t.elapsed() < CONNECT_INTERVAL);
+            let recent = attempt.last.is_some_and(|t| t.elapsed() < CONNECT_INTERVAL);
             if attempt.running || recent {
                 return;
             }
@@ -159,7 +157,10 @@ impl RedisCache {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(OP_TIMEOUT)
-            .set_number_of_retries(1)
+            // One attempt each time, no backoff sleeps inside a call: this
+            // module paces the first connection (CONNECT_INTERVAL), and once
+            // connected the manager reconnects when a command fails.
+            .set_number_of_retries(0)
             .set_max_delay(1000);
         runtime.spawn(async move {
             let made = tokio::time::timeout(
@@ -167,15 +168,23 @@ impl RedisCache {
                 ConnectionManager::new_with_config(client, config),
             )
             .await;
+            // `running` is cleared before waiters are woken, so a waiter
+            // that saw it set is sure to be woken.
+            link.attempt.lock().running = false;
             match made {
                 Ok(Ok(manager)) => {
                     tracing::info!("connected to the redis response cache");
                     link.tx.send_replace(Some(manager));
                 }
-                Ok(Err(e)) => link.errors.record("connect", &e),
-                Err(_) => link.errors.record("connect", &"timed out"),
+                Ok(Err(e)) => {
+                    link.errors.record("connect", &e);
+                    link.tx.send_modify(|_| ());
+                }
+                Err(_) => {
+                    link.errors.record("connect", &"timed out");
+                    link.tx.send_modify(|_| ());
+                }
             }
-            link.attempt.lock().running = false;
         });
     }
 
@@ -185,13 +194,16 @@ impl RedisCache {
             return Some(m.clone());
         }
         self.connect_in_background();
+        // Wait for the attempt under way to end, whichever way it ends.
+        let mut rx = self.conn.clone();
+        if let Some(m) = rx.borrow_and_update().as_ref() {
+            return Some(m.clone());
+        }
         if !self.link.attempt.lock().running {
             return None;
         }
-        let mut rx = self.conn.clone();
-        let waited = tokio::time::timeout(OP_TIMEOUT, rx.wait_for(Option::is_some)).await;
-        match waited {
-            Ok(Ok(m)) => m.clone(),
+        match tokio::time::timeout(OP_TIMEOUT, rx.changed()).await {
+            Ok(Ok(())) => rx.borrow().clone(),
             _ => None,
         }
     }
@@ -239,9 +251,8 @@ impl ResponseCache for RedisCache {
         let key = self.key(key);
         let mut pipe = redis::pipe();
         pipe.atomic().get(&key).pttl(&key);
-        let (bytes, pttl): (Option<Vec<u8>>, i64) = self
-            .bounded("get", pipe.query_async(&mut conn))
-            .await?;
+        let (bytes, pttl): (Option<Vec<u8>>, i64) =
+            self.bounded("get", pipe.query_async(&mut conn)).await?;
         self.decode(&bytes?, pttl)
     }
 
@@ -278,9 +289,7 @@ impl ResponseCache for RedisCache {
         };
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.key(key));
-        let _: Option<()> = self
-            .bounded("invalidate", cmd.query_async(&mut conn))
-            .await;
+        let _: Option<()> = self.bounded("invalidate", cmd.query_async(&mut conn)).await;
     }
 }
 
@@ -376,8 +385,10 @@ mod tests {
     }
 
     fn answer(text: &str) -> Box<RawValue> {
-        RawValue::from_string(format!(r#"{{"content":[{{"type":"text","text":"{text}"}}]}}"#))
-            .unwrap()
+        RawValue::from_string(format!(
+            r#"{{"content":[{{"type":"text","text":"{text}"}}]}}"#
+        ))
+        .unwrap()
     }
 
     #[tokio::test]
@@ -385,8 +396,11 @@ mod tests {
         let p = prefix("share");
         let (a, b) = (replica(&p).await, replica(&p).await);
         assert!(b.get("k").await.is_none());
-        a.put("k".into(), Cached::new(&answer("x"), Duration::from_secs(60)))
-            .await;
+        a.put(
+            "k".into(),
+            Cached::new(&answer("x"), Duration::from_secs(60)),
+        )
+        .await;
         let e = b.get("k").await.expect("entry put by the other replica");
         assert_eq!(e.value.get(), answer("x").get());
         assert!(e.is_fresh());
@@ -398,8 +412,11 @@ mod tests {
     async fn an_entry_turns_stale_after_its_ttl_and_is_kept_for_the_stale_window() {
         let p = prefix("stale");
         let (a, b) = (replica(&p).await, replica(&p).await);
-        a.put("k".into(), Cached::new(&answer("x"), Duration::from_millis(200)))
-            .await;
+        a.put(
+            "k".into(),
+            Cached::new(&answer("x"), Duration::from_millis(200)),
+        )
+        .await;
         assert!(b.get("k").await.expect("stored").is_fresh());
         let mut stale = None;
         for _ in 0..100 {
@@ -428,8 +445,11 @@ mod tests {
     async fn an_invalidation_on_one_replica_is_seen_by_the_other() {
         let p = prefix("invalidate");
         let (a, b) = (replica(&p).await, replica(&p).await);
-        a.put("k".into(), Cached::new(&answer("x"), Duration::from_secs(60)))
-            .await;
+        a.put(
+            "k".into(),
+            Cached::new(&answer("x"), Duration::from_secs(60)),
+        )
+        .await;
         assert!(b.get("k").await.is_some());
         b.invalidate("k").await;
         assert!(a.get("k").await.is_none());
@@ -486,8 +506,11 @@ mod tests {
         c.put("big".into(), Cached::new(&big, Duration::from_secs(60)))
             .await;
         assert!(c.get("big").await.is_none());
-        c.put("small".into(), Cached::new(&answer("a"), Duration::from_secs(60)))
-            .await;
+        c.put(
+            "small".into(),
+            Cached::new(&answer("a"), Duration::from_secs(60)),
+        )
+        .await;
         assert!(c.get("small").await.is_some());
     }
 
@@ -499,7 +522,10 @@ mod tests {
         for _ in 0..3 {
             tokio::time::timeout(
                 guard,
-                c.put("k".into(), Cached::new(&answer("x"), Duration::from_secs(60))),
+                c.put(
+                    "k".into(),
+                    Cached::new(&answer("x"), Duration::from_secs(60)),
+                ),
             )
             .await
             .expect("put stalled");
@@ -510,7 +536,7 @@ mod tests {
                 .expect("invalidate stalled");
         }
         // The connect attempt failed and was counted.
-        for _ in 0..200 {
+        for _ in 0..1000 {
             if c.errors() > 0 {
                 return;
             }
@@ -539,7 +565,10 @@ mod tests {
         assert!(got.expect("get stalled").is_none());
         tokio::time::timeout(
             guard,
-            c.put("k".into(), Cached::new(&answer("x"), Duration::from_secs(60))),
+            c.put(
+                "k".into(),
+                Cached::new(&answer("x"), Duration::from_secs(60)),
+            ),
         )
         .await
         .expect("put stalled");

@@ -46,9 +46,9 @@ use switchboard_config::Config;
 use tokio::net::TcpListener;
 
 pub use authn::AuthSetupError;
+pub use cache_redis::CacheSetupError;
 pub use state::UpstreamReport;
 pub use switchboard_upstream::Status as UpstreamStatus;
-pub use cache_redis::CacheSetupError;
 pub use tls::TlsError;
 
 /// What the gateway uses beyond its config: the store (API keys, pins,

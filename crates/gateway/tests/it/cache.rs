@@ -143,7 +143,10 @@ async fn a_tool_answer_cached_by_one_gateway_is_served_by_another_sharing_redis(
         rand::random::<u64>(),
         fake_stdio("a", "cache = { ttl = \"60s\", tools = [\"call_count\"] }"),
     );
-    let (a, b) = (TestGateway::start(&toml).await, TestGateway::start(&toml).await);
+    let (a, b) = (
+        TestGateway::start(&toml).await,
+        TestGateway::start(&toml).await,
+    );
     let ca = Client::connect(&a.url(), "2025-11-25", json!({})).await;
     let cb = Client::connect(&b.url(), "2025-11-25", json!({})).await;
     // Each gateway runs its own upstream process; B's has counted more
