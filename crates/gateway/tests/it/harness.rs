@@ -39,14 +39,20 @@ pub struct HttpUpstream {
 
 impl HttpUpstream {
     pub async fn start(name: &str) -> Self {
+        Self::spawn("switchboard-fake-upstream", &["--name", name]).await
+    }
+
+    /// A testkit server binary over Streamable HTTP, with `extra` arguments.
+    pub async fn spawn(bin: &str, extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let listen = format!("127.0.0.1:{port}");
-        let child = std::process::Command::new(testkit_bin("switchboard-fake-upstream"))
-            .args(["--transport", "http", "--listen", &listen, "--name", name])
+        let child = std::process::Command::new(testkit_bin(bin))
+            .args(["--transport", "http", "--listen", &listen])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{testkit_bin, Client, TestGateway};
+use crate::harness::{testkit_bin, Client, HttpUpstream, TestGateway};
 
 const MODERN: &str = "2026-07-28";
 
@@ -120,50 +120,9 @@ async fn legacy_and_dual_era_stdio_upstreams_keep_their_sessions() {
     gw.stop().await;
 }
 
-/// The fixture over Streamable HTTP in `era`, on a free loopback port;
-/// killed on drop.
-struct FixtureHttp {
-    url: String,
-    child: std::process::Child,
-}
-
-impl FixtureHttp {
-    async fn start(era: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = std::process::Command::new(testkit_bin("switchboard-fixture"))
-            .args(["--transport", "http", "--listen", &listen, "--era", era])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..500 {
-            if tokio::net::TcpStream::connect(&listen).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        Self {
-            url: format!("http://{listen}/mcp"),
-            child,
-        }
-    }
-}
-
-impl Drop for FixtureHttp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_modern_upstreams_list_change_reaches_legacy_clients() {
-    let fixture = FixtureHttp::start("modern").await;
+    let fixture = fixture_http("modern").await;
     let gw = TestGateway::start(&format!(
         "[[upstreams]]\nname = \"modern\"\nprefix = \"never\"\nurl = \"{}\"\n",
         fixture.url
@@ -209,4 +168,9 @@ async fn a_modern_upstreams_list_change_reaches_legacy_clients() {
         r.raw
     );
     gw.stop().await;
+}
+
+/// The fixture over Streamable HTTP in `era`, on a free loopback port.
+async fn fixture_http(era: &str) -> HttpUpstream {
+    HttpUpstream::spawn("switchboard-fixture", &["--era", era]).await
 }
