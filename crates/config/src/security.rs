@@ -84,33 +84,13 @@ pub(crate) fn upstream_oauth(
     field: &dyn Fn(&str) -> String,
     raw: RawUpstreamOAuth,
 ) -> Result<UpstreamOAuthConfig, ConfigError> {
-    let url_field = |name: &str, value: Option<String>| -> Result<Option<String>, ConfigError> {
-        match value {
-            None => Ok(None),
-            Some(u) => {
-                let u = v.interp(at, &field(name), &u)?;
-                if u.starts_with("https://") || u.starts_with("http://") {
-                    Ok(Some(u))
-                } else {
-                    Err(v.err(
-                        Some(at),
-                        field(name),
-                        format!("{u:?} is not an http(s) URL"),
-                    ))
-                }
-            }
-        }
+    let url_field = |name: &str, value: Option<String>| {
+        value.map(|u| http_url(v, at, &field(name), &u)).transpose()
     };
-    let secret = |name: &str, value: Option<String>| -> Result<Option<Secret>, ConfigError> {
-        match value {
-            None => Ok(None),
-            Some(s) if !s.contains("${") => Err(v.err(
-                Some(at),
-                field(name),
-                "secrets are only read from ${env:NAME} or ${file:PATH}, never written in the file",
-            )),
-            Some(s) => Ok(Some(Secret::new(v.interp(at, &field(name), &s)?))),
-        }
+    let secret = |name: &str, value: Option<String>| {
+        value
+            .map(|s| referenced_secret(v, at, &field(name), &s))
+            .transpose()
     };
     if raw.client_id.trim().is_empty() {
         return Err(v.err(Some(at), field("oauth.client_id"), "must not be empty"));
@@ -236,37 +216,26 @@ pub(crate) fn auth(v: &Validator<'_>, raw: RawAuth) -> Result<AuthConfig, Config
             }
             let jwks_url = match &j.jwks_url {
                 None => None,
-                Some(u) => {
-                    let url = v.interp(u.span().start, "auth.jwt.jwks_url", u.get_ref())?;
-                    if !(url.starts_with("https://") || url.starts_with("http://")) {
-                        return Err(v.err(
-                            Some(u.span().start),
-                            "auth.jwt.jwks_url",
-                            format!("{url:?} is not an http(s) URL"),
-                        ));
-                    }
-                    Some(url)
-                }
+                Some(u) => Some(http_url(
+                    v,
+                    u.span().start,
+                    "auth.jwt.jwks_url",
+                    u.get_ref(),
+                )?),
             };
             let hs256_secret = match &j.hs256_secret {
                 None => None,
                 Some(s) => {
-                    if !s.get_ref().contains("${") {
-                        return Err(v.err(
-                            Some(s.span().start),
-                            "auth.jwt.hs256_secret",
-                            "secrets are only read from ${env:NAME} or ${file:PATH}, never written in the file",
-                        ));
-                    }
-                    let value = v.interp(s.span().start, "auth.jwt.hs256_secret", s.get_ref())?;
-                    if value.len() < 32 {
+                    let value =
+                        referenced_secret(v, s.span().start, "auth.jwt.hs256_secret", s.get_ref())?;
+                    if value.expose().len() < 32 {
                         return Err(v.err(
                             Some(s.span().start),
                             "auth.jwt.hs256_secret",
                             "must be at least 32 bytes: a shorter HMAC key can be guessed offline",
                         ));
                     }
-                    Some(Secret::new(value))
+                    Some(value)
                 }
             };
             if jwks_url.is_none() && hs256_secret.is_none() {
@@ -315,6 +284,34 @@ pub(crate) fn auth(v: &Validator<'_>, raw: RawAuth) -> Result<AuthConfig, Config
             scopes_supported: resource.scopes_supported,
         },
     })
+}
+
+/// A secret value, which must be a `${env:}`/`${file:}` reference so that it
+/// is never written in the file itself.
+fn referenced_secret(
+    v: &Validator<'_>,
+    at: usize,
+    field: &str,
+    raw: &str,
+) -> Result<Secret, ConfigError> {
+    if !raw.contains("${") {
+        return Err(v.err(
+            Some(at),
+            field,
+            "secrets are only read from ${env:NAME} or ${file:PATH}, never written in the file",
+        ));
+    }
+    Ok(Secret::new(v.interp(at, field, raw)?))
+}
+
+/// An interpolated http(s) URL.
+fn http_url(v: &Validator<'_>, at: usize, field: &str, raw: &str) -> Result<String, ConfigError> {
+    let url = v.interp(at, field, raw)?;
+    if url.starts_with("https://") || url.starts_with("http://") {
+        Ok(url)
+    } else {
+        Err(v.err(Some(at), field, format!("{url:?} is not an http(s) URL")))
+    }
 }
 
 pub(crate) fn security(v: &Validator<'_>, raw: RawSecurity) -> Result<SecurityConfig, ConfigError> {

@@ -69,16 +69,8 @@ async fn upstreams(State(shared): State<App>) -> Response {
             json!({
                 "name": u.name,
                 "transport": u.transport,
-                "status": match &u.status {
-                    switchboard_upstream::Status::Connecting => "connecting",
-                    switchboard_upstream::Status::Ready(_) => "up",
-                    switchboard_upstream::Status::Down { .. } => "down",
-                    switchboard_upstream::Status::Stopped => "stopped",
-                },
-                "error": match &u.status {
-                    switchboard_upstream::Status::Down { error } => Some(error.as_str()),
-                    _ => None,
-                },
+                "status": u.status.name(),
+                "error": u.status.error(),
                 "breaker": u.breaker,
                 "health_score": u.health_score,
                 "restarts": u.restarts,

@@ -330,12 +330,7 @@ impl Shared {
         let Some(store) = &self.store else { return };
         let now = chrono::Utc::now();
         for r in self.report() {
-            let (status, error) = match &r.status {
-                switchboard_upstream::Status::Connecting => ("connecting", None),
-                switchboard_upstream::Status::Ready(_) => ("up", None),
-                switchboard_upstream::Status::Down { error } => ("down", Some(error.clone())),
-                switchboard_upstream::Status::Stopped => ("stopped", None),
-            };
+            let (status, error) = (r.status.name(), r.status.error());
             let report = switchboard_store::HealthReport {
                 time: now,
                 upstream: r.name.clone(),

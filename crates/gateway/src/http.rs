@@ -920,12 +920,7 @@ async fn health(State(shared): State<App>) -> Response {
         .report()
         .into_iter()
         .map(|r| {
-            let (status, error) = match r.status {
-                switchboard_upstream::Status::Connecting => ("connecting", None),
-                switchboard_upstream::Status::Ready(_) => ("up", None),
-                switchboard_upstream::Status::Down { error } => ("down", Some(error)),
-                switchboard_upstream::Status::Stopped => ("stopped", None),
-            };
+            let (status, error) = (r.status.name(), r.status.error());
             json!({
                 "name": r.name,
                 "transport": r.transport,

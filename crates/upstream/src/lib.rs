@@ -107,6 +107,26 @@ pub enum Status {
     Stopped,
 }
 
+impl Status {
+    /// The status as `/health`, the admin API and health reports spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Connecting => "connecting",
+            Status::Ready(_) => "up",
+            Status::Down { .. } => "down",
+            Status::Stopped => "stopped",
+        }
+    }
+
+    /// The last error, while down.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Status::Down { error } => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// Something an upstream said that is not tied to one forwarded request.
 #[derive(Debug)]
 pub struct UpstreamEvent {
