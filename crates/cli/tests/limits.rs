@@ -52,11 +52,12 @@ async fn start() -> Gateway {
         .local_addr()
         .unwrap()
         .port();
-    let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[[upstreams]]\nname = \"lim\"\ncommand = [\"{}\", \"--transport\", \"stdio\"]\nretries = 0\nlimits = {{ memory = \"{LIMIT_MIB}MiB\", open_files = 256 }}\n",
-        fake_bin().display()
-    );
     let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\ndata_dir = \"{data}\"\n[[upstreams]]\nname = \"lim\"\ncommand = [\"{}\", \"--transport\", \"stdio\"]\nretries = 0\nlimits = {{ memory = \"{LIMIT_MIB}MiB\", open_files = 256 }}\n",
+        fake_bin().display(),
+        data = dir.path().join("data").display()
+    );
     let config = dir.path().join("switchboard.toml");
     std::fs::write(&config, toml).unwrap();
     let bin = std::env::var_os("SWITCHBOARD_BIN")

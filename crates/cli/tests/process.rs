@@ -41,14 +41,18 @@ impl Drop for Gateway {
 async fn start(upstreams: &[&str]) -> Gateway {
     let port = free_port();
     let fake = testkit_bin("switchboard-fake-upstream");
-    let mut toml = format!("[server]\nlisten = \"127.0.0.1:{port}\"\ndrain_timeout = \"20s\"\n");
+    let dir = tempfile::tempdir().unwrap();
+    // Each gateway its own store: the tests run in parallel.
+    let mut toml = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndrain_timeout = \"20s\"\n[store]\ndata_dir = \"{}\"\n",
+        dir.path().join("data").display()
+    );
     for name in upstreams {
         toml.push_str(&format!(
             "[[upstreams]]\nname = \"{name}\"\ncommand = [\"{}\", \"--transport\", \"stdio\"]\n",
             fake.display()
         ));
     }
-    let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("switchboard.toml");
     std::fs::write(&config, toml).unwrap();
     // Waited for in Gateway's Drop (and by the tests on their success paths).
